@@ -1,0 +1,215 @@
+"""Which networks a spec compiles to, with their inputs and layers, as plain data.
+
+Both ``ggdsl explain`` (parameter counts, no JAX) and the build stage read this plan, so
+what explain prints is what trains. One network per *template*: a generator per spec
+variable (and one for a ``first:`` definition with parents), an extractor per recognition
+group (latents whose q has one structure), a discriminator per factor group (or one
+global discriminator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ggdsl.errors import BuildError
+from ggdsl.factorize import Analysis, analyze, relative_inputs
+from ggdsl.nets.shapes import (
+    PRESET_RESIDUAL,
+    Plan,
+    discriminator_plan,
+    extractor_plan,
+    get_preset,
+    network_plan,
+    plan_out_shape,
+    plan_param_count,
+)
+from ggdsl.spec.ir import Spec, Variable
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """One network: its role, the named inputs it reads, its output, its layer plan."""
+
+    role: str  # "generator" | "extractor" | "discriminator"
+    key: str  # the template or group it serves
+    inputs: dict[str, Shape]
+    out_shape: Shape
+    plan: Plan
+    source: str  # the preset or network name, "auto" when assembled from shapes
+    members: tuple[str, ...] = ()  # unrolled nodes (or factors) sharing it
+    bindings: tuple[dict[str, tuple[str, ...]], ...] = ()  # per member: input -> unrolled nodes
+    residual: str | None = None  # an input added back to the output (transition presets)
+
+    @property
+    def params(self) -> int:
+        return plan_param_count(self.plan, self.inputs)
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    spec: Spec
+    analysis: Analysis
+    generators: dict[str, NetSpec] = field(default_factory=dict)
+    extractors: dict[str, NetSpec] = field(default_factory=dict)
+    discriminators: dict[str, NetSpec] = field(default_factory=dict)
+    generator_of: dict[str, str | None] = field(default_factory=dict)  # node -> generator key
+    extractor_of: dict[str, str | None] = field(default_factory=dict)  # latent -> extractor key
+
+    def all(self) -> list[NetSpec]:
+        return [*self.generators.values(), *self.extractors.values(), *self.discriminators.values()]
+
+
+def event_shape(spec: Spec, analysis: Analysis, node: str) -> Shape:
+    return tuple(spec.model[analysis.templates[node]].event_shape)
+
+
+def _input_shapes(spec: Spec, analysis: Analysis, named: tuple) -> dict[str, Shape]:
+    shapes = {}
+    for name, nodes in named:
+        shape = event_shape(spec, analysis, nodes[0])
+        shapes[name] = (len(nodes), *shape) if len(nodes) > 1 else shape
+    return shapes
+
+
+def _resolve(spec: Spec, net, out_shape: Shape, inputs: Mapping[str, Shape], *, observed: bool, where: str):
+    """A net reference to (plan, source name, residual?)."""
+    data_range = spec.data.range if (observed and spec.data is not None) else (
+        (0.0, 1.0) if observed else None
+    )
+    if isinstance(net, str):
+        if net in spec.networks:
+            layers, source = spec.networks[net], net
+        else:
+            layers, source = get_preset(net, out_shape, data_range=data_range), net
+        residual = net in PRESET_RESIDUAL
+    else:
+        layers, source, residual = net, "inline", False
+    plan = network_plan(layers, inputs)
+    produced = plan_out_shape(plan, inputs)
+    if tuple(produced) != tuple(out_shape):
+        raise BuildError(f"{where}: network '{source}' produces shape {list(produced)}, needs {list(out_shape)}")
+    return plan, source, residual
+
+
+def _generator(spec: Spec, analysis: Analysis, nodes: list[str], var: Variable, key: str) -> NetSpec | None:
+    if not var.given:
+        return None
+    first = nodes[0]
+    named = relative_inputs(first, analysis.p_parents[first], analysis.steps, analysis.templates)
+    inputs = _input_shapes(spec, analysis, named)
+    noise = int(var.get("noise") or 0)
+    if noise:
+        inputs["eps"] = (noise,)
+    out_shape = tuple(var.event_shape)
+    plan, source, residual = _resolve(
+        spec, var.net, out_shape, inputs, observed=var.observed, where=f"model.{var.name}.net"
+    )
+    residual_input = None
+    if residual:
+        lagged = [name for name, _ in named if name == f"{var.name}[t-1]"]
+        if not lagged:
+            raise BuildError(f"model.{var.name}.net: '{source}' adds its input back, so it needs '{var.name}[t-1]' in given")
+        residual_input = lagged[0]
+    bindings = tuple(
+        dict(relative_inputs(n, analysis.p_parents[n], analysis.steps, analysis.templates)) for n in nodes
+    )
+    return NetSpec("generator", key, inputs, out_shape, plan, source, tuple(nodes), bindings, residual_input)
+
+
+def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
+    """Resolve every network of the compiled model.
+
+    >>> from ggdsl import load_spec
+    >>> from ggdsl.cli import resolve_spec_path
+    >>> plan = plan_model(load_spec(resolve_spec_path("gmgan_digits")))
+    >>> sorted(plan.discriminators), sorted(plan.extractors)
+    (['h|k', 'x|h'], ['h|x'])
+    """
+    analysis = analysis or analyze(spec)
+    result = ModelPlan(spec, analysis)
+    # Generators: one per template (first-step definitions apart).
+    groups: dict[str, list[str]] = {}
+    for node in analysis.nodes:
+        key = node if node in analysis.first else analysis.templates[node]
+        groups.setdefault(key, []).append(node)
+    for key, nodes in groups.items():
+        template = spec.model[analysis.templates[nodes[0]]]
+        var = template.first if nodes[0] in analysis.first else template
+        net = _generator(spec, analysis, nodes, var, key)
+        if net is not None:
+            result.generators[key] = net
+        for node in nodes:
+            result.generator_of[node] = key if net is not None else None
+    # Extractors: one per recognition group, exact posteriors excepted.
+    q_members: dict[str, list[str]] = {}
+    for latent in analysis.order:
+        if latent in analysis.exact:
+            result.extractor_of[latent] = None
+            continue
+        q_members.setdefault(analysis.q_groups[latent], []).append(latent)
+        result.extractor_of[latent] = analysis.q_groups[latent]
+    for key, latents in q_members.items():
+        head = latents[0]
+        named = relative_inputs(head, analysis.q_parents[head], analysis.steps, analysis.templates)
+        inputs = _input_shapes(spec, analysis, named)
+        if not inputs:
+            raise BuildError(f"latent '{head}' has no recognition parents; it cannot be inferred from data")
+        template = spec.model[analysis.templates[head]]
+        out_shape = tuple(template.event_shape)
+        override = spec.inference.nets.get(template.name)
+        if override is not None:
+            plan, source, _ = _resolve(spec, override, out_shape, inputs, observed=False,
+                                       where=f"inference.nets.{template.name}")
+        else:
+            plan, source = extractor_plan(inputs, out_shape), "auto"
+        bindings = tuple(
+            dict(relative_inputs(z, analysis.q_parents[z], analysis.steps, analysis.templates)) for z in latents
+        )
+        result.extractors[key] = NetSpec("extractor", key, inputs, out_shape, plan, source, tuple(latents), bindings)
+    # Discriminators: one per factor group, or one global.
+    if spec.objective.divergence == "global":
+        named_all: dict[str, list[str]] = {}
+        for node in analysis.nodes:
+            named_all.setdefault(analysis.templates[node], []).append(node)
+        named = tuple((k, tuple(v)) for k, v in named_all.items())
+        inputs = _input_shapes(spec, analysis, named)
+        override = spec.objective.discriminators.get("global")
+        plan, source = _discriminator(spec, override, inputs, "global")
+        result.discriminators["global"] = NetSpec(
+            "discriminator", "global", inputs, (1,), plan, source, ("global",), (dict(named),)
+        )
+        return result
+    for group, factors in analysis.groups().items():
+        head = factors[0]
+        named = ((analysis.templates[head.child] if head.child not in analysis.first else head.child,
+                  (head.child,)),
+                 *relative_inputs(head.child, head.variables[1:], analysis.steps, analysis.templates))
+        inputs = _input_shapes(spec, analysis, named)
+        override = spec.objective.discriminators.get(group)
+        plan, source = _discriminator(spec, override, inputs, group)
+        bindings = tuple(
+            {named[0][0]: (f.child,),
+             **dict(relative_inputs(f.child, f.variables[1:], analysis.steps, analysis.templates))}
+            for f in factors
+        )
+        result.discriminators[group] = NetSpec(
+            "discriminator", group, inputs, (1,), plan, source, tuple(f.name for f in factors), bindings
+        )
+    return result
+
+
+def _discriminator(spec: Spec, override, inputs: dict[str, Shape], group: str) -> tuple[Plan, str]:
+    if override is None:
+        return discriminator_plan(inputs), "auto"
+    layers = spec.networks[override] if isinstance(override, str) and override in spec.networks else override
+    if isinstance(layers, str):
+        raise BuildError(f"objective.discriminators.{group}: presets produce data, not logits; "
+                         "give a network from `networks:` or a layer list")
+    plan = network_plan(layers, inputs)
+    out = plan_out_shape(plan, inputs)
+    if tuple(out) != (1,):
+        raise BuildError(f"objective.discriminators.{group}: must end in one unit (a logit), ends in {list(out)}")
+    return plan, "inline" if not isinstance(override, str) else override

@@ -1,0 +1,319 @@
+"""Key schemas and the node-type registry.
+
+Every key a spec may hold is declared here with a check and a default, so the loader, the
+builder and the generated reference read the same table. New node types are added with
+:func:`register_node`::
+
+    @register_node("bernoulli", keys={"probs": Key(check_float(0, 1), default=0.5)})
+    def _check_bernoulli(var: dict) -> list[tuple[str, str]]:
+        return []
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+_MISSING = object()
+
+# A check returns (normalised value, None) or (None, message).
+Check = Callable[[Any], tuple[Any, str | None]]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One allowed key: how to check it, its default, and a line of documentation."""
+
+    check: Check
+    default: Any = _MISSING
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_int(low: int | None = None, high: int | None = None) -> Check:
+    def check(value: Any) -> tuple[Any, str | None]:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, f"expected an integer, got {_describe(value)}"
+        if low is not None and value < low:
+            return None, f"must be >= {low}, got {value}"
+        if high is not None and value > high:
+            return None, f"must be <= {high}, got {value}"
+        return value, None
+
+    return check
+
+
+def check_float(low: float | None = None, high: float | None = None, *, open_low: bool = False) -> Check:
+    def check(value: Any) -> tuple[Any, str | None]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"expected a number, got {_describe(value)}"
+        value = float(value)
+        if not math.isfinite(value):
+            return None, f"must be finite, got {value}"
+        if low is not None and (value <= low if open_low else value < low):
+            return None, f"must be {'>' if open_low else '>='} {low}, got {value}"
+        if high is not None and value > high:
+            return None, f"must be <= {high}, got {value}"
+        return value, None
+
+    return check
+
+
+def check_bool(value: Any) -> tuple[Any, str | None]:
+    if not isinstance(value, bool):
+        return None, f"expected true or false, got {_describe(value)}"
+    return value, None
+
+
+def check_str(value: Any) -> tuple[Any, str | None]:
+    if not isinstance(value, str) or not value:
+        return None, f"expected a non-empty string, got {_describe(value)}"
+    return value, None
+
+
+def check_choice(*choices: str) -> Check:
+    def check(value: Any) -> tuple[Any, str | None]:
+        if not isinstance(value, str) or value not in choices:
+            return None, f"expected one of {', '.join(choices)}; got {_describe(value)}"
+        return value, None
+
+    return check
+
+
+def check_shape(value: Any) -> tuple[Any, str | None]:
+    if not isinstance(value, (list, tuple)) or any(
+        isinstance(d, bool) or not isinstance(d, int) or d < 1 or d > 1 << 31 for d in value
+    ):
+        return None, f"expected a list of positive integers, got {_describe(value)}"
+    if len(value) > 4:
+        return None, f"at most 4 dimensions are supported, got {len(value)}"
+    return tuple(value), None
+
+
+def check_float_list(value: Any) -> tuple[Any, str | None]:
+    if not isinstance(value, (list, tuple)) or not value:
+        return None, f"expected a list of numbers, got {_describe(value)}"
+    out = []
+    for item in value:
+        number, message = check_float(0.0)(item)
+        if message:
+            return None, f"expected a list of non-negative numbers: {message}"
+        out.append(number)
+    return tuple(out), None
+
+
+def check_any_of(*checks: Check) -> Check:
+    def check(value: Any) -> tuple[Any, str | None]:
+        messages = []
+        for each in checks:
+            result, message = each(value)
+            if message is None:
+                return result, None
+            messages.append(message)
+        return None, " or ".join(messages)
+
+    return check
+
+
+def check_std(value: Any) -> tuple[Any, str | None]:
+    if value == "learned":
+        return value, None
+    number, message = check_float(0.0, open_low=True)(value)
+    if message:
+        return None, f"expected a positive number or 'learned', got {_describe(value)}"
+    return number, None
+
+
+def check_net_ref(value: Any) -> tuple[Any, str | None]:
+    """A network: a name (checked against networks and presets later) or a layer list."""
+    if isinstance(value, str) and value:
+        return value, None
+    if isinstance(value, list):
+        return value, None  # layers are checked one by one by the loader
+    return None, f"expected a network name or a list of layers, got {_describe(value)}"
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A variable type: its own keys, whether it needs parents, and extra checks."""
+
+    name: str
+    keys: Mapping[str, Key]
+    needs_given: bool = False
+    check: Callable[[Mapping[str, Any]], list[tuple[str, str]]] = field(default=lambda var: [])
+    doc: str = ""
+
+
+NODE_TYPES: dict[str, NodeType] = {}
+
+COMMON_KEYS: dict[str, Key] = {
+    "type": Key(check_str, doc="the node type"),
+    "shape": Key(check_shape, default=(), doc="event shape, a list of ints (a categorical: index shape)"),
+    "given": Key(lambda v: (v, None), default=(), doc="parent names; `v[t-1]` for the previous step"),
+    "observed": Key(check_bool, default=False, doc="true: the variable comes from `data.observe`"),
+    "steps": Key(check_bool, default=False, doc="true: one copy per time step, parameters shared"),
+    "first": Key(lambda v: (v, None), default=None, doc="how step 1 is drawn (a nested variable)"),
+}
+
+
+def register_node(
+    name: str,
+    *,
+    keys: Mapping[str, Key],
+    needs_given: bool = False,
+    doc: str = "",
+) -> Callable[[Callable[[Mapping[str, Any]], list[tuple[str, str]]]], Callable]:
+    """Register a node type. The decorated function makes cross-key checks on a variable
+    (its keys already checked one by one, defaults filled) and returns (key, message) pairs."""
+
+    def decorate(check: Callable[[Mapping[str, Any]], list[tuple[str, str]]]) -> Callable:
+        clash = set(keys) & set(COMMON_KEYS)
+        if clash:
+            raise ValueError(f"node type {name!r} redefines common keys {sorted(clash)}")
+        NODE_TYPES[name] = NodeType(name, dict(keys), needs_given, check, doc or (check.__doc__ or ""))
+        return check
+
+    return decorate
+
+
+@register_node(
+    "categorical",
+    keys={
+        "classes": Key(check_int(2, 1 << 20), doc="number of values"),
+        "probs": Key(check_float_list, default=None, doc="fixed prior probabilities (default uniform)"),
+        "net": Key(check_net_ref, default=None, doc="with `given`: the network giving the logits"),
+    },
+    doc="Discrete with `classes` values, carried as a one-hot vector.",
+)
+def _check_categorical(var: Mapping[str, Any]) -> list[tuple[str, str]]:
+    problems = []
+    probs, classes = var.get("probs"), var.get("classes")
+    if probs is not None and classes is not None:
+        if len(probs) != classes:
+            problems.append(("probs", f"has {len(probs)} entries but classes is {classes}"))
+        elif abs(sum(probs) - 1.0) > 1e-6:
+            problems.append(("probs", f"must sum to 1, sums to {sum(probs):.6g}"))
+    if var.get("given") and var.get("net") is None:
+        problems.append(("net", "a categorical with parents needs `net` (the logits network)"))
+    if var.get("given") and probs is not None:
+        problems.append(("probs", "fixed probs cannot be combined with parents; use `net`"))
+    return problems
+
+
+@register_node(
+    "normal",
+    keys={
+        "mean": Key(check_float(), default=0.0, doc="mean of a root normal"),
+        "std": Key(check_std, default=1.0, doc="standard deviation, or `learned`"),
+        "net": Key(check_net_ref, default=None, doc="with `given`: the network giving the mean"),
+    },
+    doc="Gaussian. With `given`, mean = net(parents); `net: linear` on one categorical parent "
+    "is a Gaussian mixture with learned component means.",
+)
+def _check_normal(var: Mapping[str, Any]) -> list[tuple[str, str]]:
+    if var.get("given") and var.get("net") is None:
+        return [("net", "a normal with parents needs `net` (the mean network)")]
+    if not var.get("given") and var.get("net") is not None:
+        return [("net", "a root normal takes `mean` and `std`, not `net`")]
+    if not var.get("given") and var.get("std") == "learned":
+        return [("std", "`learned` needs parents; a root normal takes a fixed std")]
+    return []
+
+
+@register_node(
+    "uniform",
+    keys={
+        "low": Key(check_float(), default=0.0, doc="lower bound"),
+        "high": Key(check_float(), default=1.0, doc="upper bound"),
+    },
+    doc="Uniform on [low, high).",
+)
+def _check_uniform(var: Mapping[str, Any]) -> list[tuple[str, str]]:
+    problems = []
+    if var.get("given"):
+        problems.append(("given", "a uniform variable is a root; it takes no parents"))
+    low, high = var.get("low"), var.get("high")
+    if isinstance(low, float) and isinstance(high, float) and not low < high:
+        problems.append(("high", f"must be greater than low ({low}), got {high}"))
+    return problems
+
+
+@register_node(
+    "implicit",
+    keys={
+        "net": Key(check_net_ref, doc="the network f in v = f(pa(v), eps)"),
+        "noise": Key(check_int(0, 1 << 16), default=0, doc="size of the fresh noise eps"),
+    },
+    needs_given=True,
+    doc="Deterministic network of the parents and fresh noise: v = f(pa(v), eps).",
+)
+def _check_implicit(var: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return []
+
+
+def node_type_names() -> tuple[str, ...]:
+    return tuple(sorted(NODE_TYPES))
+
+
+# Sections other than `model`: key tables shared by the loader, builder and docs.
+INFERENCE_KEYS: dict[str, Key] = {
+    "family": Key(check_choice("inverse", "mean_field"), default="inverse", doc="q's structure"),
+    "discrete": Key(
+        check_choice("gumbel_softmax", "straight_through", "reinforce"),
+        default="gumbel_softmax",
+        doc="estimator for discrete latents",
+    ),
+    "temperature": Key(check_float(0.0, open_low=True), default=0.1, doc="Gumbel-softmax temperature"),
+    "nets": Key(lambda v: (v, None), default={}, doc="per-latent extractor networks"),
+}
+
+OBJECTIVE_KEYS: dict[str, Key] = {
+    "divergence": Key(check_choice("local", "global"), default="local", doc="local factors or one joint D"),
+    "loss": Key(check_choice("bce"), default="bce", doc="the divergence estimate"),
+    "reconstruction": Key(check_float(0.0), default=0.0, doc="weight of |x - G(E(x))|^2"),
+    "weights": Key(lambda v: (v, None), default="uniform", doc="`uniform` or {factor: weight}"),
+    "discriminators": Key(lambda v: (v, None), default={}, doc="per-factor network overrides"),
+}
+
+TRAIN_KEYS: dict[str, Key] = {
+    "batch_size": Key(check_int(1, 1 << 20), default=50, doc="examples per step"),
+    "steps": Key(check_int(0, 1 << 40), default=10000, doc="generator steps"),
+    "optimizer": Key(
+        lambda v: (v, None),
+        default={"name": "adam", "learning_rate": 2.0e-4, "b1": 0.5, "b2": 0.999},
+        doc="an optax factory by name with its arguments",
+    ),
+    "critic_steps": Key(check_int(1, 100), default=1, doc="discriminator steps per generator step"),
+    "seed": Key(check_int(0, (1 << 32) - 1), default=0, doc="the run's random seed"),
+    "log_every": Key(check_int(1), default=100, doc="steps between metric lines"),
+    "eval_every": Key(check_int(1), default=5000, doc="steps between evaluations"),
+    "checkpoint_every": Key(check_int(1), default=5000, doc="steps between checkpoints"),
+    "devices": Key(
+        check_any_of(check_choice("auto"), check_int(1, 1 << 16)), default="auto", doc="`auto` or a count"
+    ),
+}
+
+EVAL_NAMES: tuple[str, ...] = (
+    "clustering_accuracy",
+    "reconstruction_mse",
+    "samples",
+    "interpolation",
+    "tsne",
+    "factor_divergences",
+    "video_reconstruction",
+    "motion_analogy",
+)
+
+TOP_KEYS: tuple[str, ...] = (
+    "name", "data", "time", "model", "inference", "objective", "networks", "train", "eval",
+)

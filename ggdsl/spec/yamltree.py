@@ -1,0 +1,100 @@
+"""YAML text to plain Python values, remembering the line of every path.
+
+The loader validates plain dicts and lists; this module gives it, for every YAML path such
+as ``model.h.given[0]``, the 1-based line it came from, so errors can point at it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ggdsl.errors import Problem, SpecError
+
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
+
+def join(path: str, key: Any) -> str:
+    """``join("model", "h") == "model.h"``; ``join("model.h.given", 0) == "model.h.given[0]"``."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+class _Walker:
+    def __init__(self, loader: yaml.SafeLoader, file: str):
+        self.loader = loader
+        self.file = file
+        self.lines: dict[str, int] = {}
+        self.problems: list[Problem] = []
+        self.count = 0
+
+    def walk(self, node: yaml.Node, path: str, depth: int) -> Any:
+        self.count += 1
+        line = node.start_mark.line + 1
+        self.lines.setdefault(path, line)
+        if depth > MAX_DEPTH or self.count > MAX_NODES:
+            raise SpecError([Problem(self.file, line, path, "the document is nested too deeply or is too large")])
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.problems.append(
+                        Problem(self.file, key_node.start_mark.line + 1, path, "mapping keys must be plain names")
+                    )
+                    continue
+                key = self._scalar(key_node, path)
+                if isinstance(key, (int, float, bool)) or key is None:
+                    key = str(key_node.value)
+                if key in out:
+                    self.problems.append(
+                        Problem(self.file, key_node.start_mark.line + 1, join(path, key), "duplicate key")
+                    )
+                    continue
+                self.lines[join(path, key)] = key_node.start_mark.line + 1
+                out[key] = self.walk(value_node, join(path, key), depth + 1)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.walk(item, join(path, i), depth + 1) for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: str) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as error:
+            self.problems.append(Problem(self.file, node.start_mark.line + 1, path, f"bad value: {error}"))
+            return None
+        except (ValueError, OverflowError) as error:  # e.g. malformed timestamps
+            self.problems.append(Problem(self.file, node.start_mark.line + 1, path, f"bad value: {error}"))
+            return None
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, dict[str, int], list[Problem]]:
+    """Parse one YAML document; returns (value, lines by path, problems).
+
+    A syntax error raises :class:`SpecError` at once, with the line YAML reports.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            line = mark.line + 1 if mark is not None else None
+            raise SpecError([Problem(file, line, "", f"YAML syntax: {error.problem or error}")]) from None
+        except yaml.YAMLError as error:
+            raise SpecError([Problem(file, None, "", f"YAML syntax: {error}")]) from None
+        except RecursionError:
+            raise SpecError([Problem(file, None, "", "the document is nested too deeply")]) from None
+        if node is None:
+            raise SpecError([Problem(file, 1, "", "the file is empty; a spec needs at least name and model")])
+        walker = _Walker(loader, file)
+        try:
+            value = walker.walk(node, "", 0)
+        except RecursionError:
+            raise SpecError([Problem(file, None, "", "the document is nested too deeply")]) from None
+        return value, walker.lines, walker.problems
+    finally:
+        loader.dispose()
