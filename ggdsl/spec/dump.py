@@ -76,6 +76,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "batch_size": train.batch_size,
         "steps": train.steps,
         "optimizer": thaw(train.optimizer),
+        **({"critic_optimizer": thaw(train.critic_optimizer)} if train.critic_optimizer else {}),
         "critic_steps": train.critic_steps,
         "seed": train.seed,
         "log_every": train.log_every,

@@ -134,6 +134,7 @@ class TrainSpec:
     optimizer: FrozenDict = field(
         default_factory=lambda: FrozenDict(name="adam", learning_rate=2.0e-4, b1=0.5, b2=0.999)
     )
+    critic_optimizer: FrozenDict | None = None
     critic_steps: int = 1
     seed: int = 0
     log_every: int = 100

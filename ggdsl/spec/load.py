@@ -387,8 +387,6 @@ class _Loader:
                 self.error(join("data.observe", var), f"unknown variable '{var}' (known: {_known(model)})")
             elif model is not None and not model[var].observed:
                 self.error(join("data.observe", var), f"'{var}' is latent; only observed variables take data")
-            if not isinstance(feature, str):
-                self.error(join("data.observe", var), "expected a feature name")
         for var in observed:
             if var not in observe:
                 self.error("data.observe", f"observed variable '{var}' has no data; add `{var}: <feature>`")
@@ -397,8 +395,7 @@ class _Loader:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value_range
         )
         if not numbers or tuple(float(v) for v in value_range) not in RANGES:
-            self.error("data.range", f"expected [0, 1] or [-1, 1], got {value_range!r}")
-            value_range = (0.0, 1.0)
+            value_range = (0.0, 1.0)  # reported by the source registry
         rest = {k: v for k, v in options.items() if k not in ("observe", "range")}
         return DataSpec(
             source=source,
@@ -474,6 +471,12 @@ class _Loader:
             if key != "name" and not isinstance(value, (int, float, bool, str, list, type(None))):
                 self.error(join("train.optimizer", key), "optimiser arguments are numbers, booleans or names")
         values["optimizer"] = freeze(dict(optimizer))
+        critic = values.get("critic_optimizer")
+        if critic is not None:
+            if not isinstance(critic, Mapping) or not isinstance(critic.get("name"), str):
+                self.error("train.critic_optimizer", "expected a mapping with 'name' (an optax optimiser)")
+                critic = None
+            values["critic_optimizer"] = freeze(dict(critic)) if critic is not None else None
         return TrainSpec(**{k: v for k, v in values.items() if v is not None})
 
     def _eval(self, raw: Any) -> tuple[str, ...]:

@@ -293,6 +293,9 @@ TRAIN_KEYS: dict[str, Key] = {
         default={"name": "adam", "learning_rate": 2.0e-4, "b1": 0.5, "b2": 0.999},
         doc="an optax factory by name with its arguments",
     ),
+    "critic_optimizer": Key(
+        lambda v: (v, None), default=None, doc="the discriminators' optimiser (default: the same as `optimizer`)"
+    ),
     "critic_steps": Key(check_int(1, 100), default=1, doc="discriminator steps per generator step"),
     "seed": Key(check_int(0, (1 << 32) - 1), default=0, doc="the run's random seed"),
     "log_every": Key(check_int(1), default=100, doc="steps between metric lines"),

@@ -1,0 +1,136 @@
+"""A compiled model: the spec's plan, its modules split into states, and the pure step.
+
+``compile_spec(spec)`` is what ``compile-and-train`` and ``load_run`` share: it builds the
+networks once, splits them (``nnx.split``) into a graph definition and array states, and
+makes the jitted training step, a pure function ``(state, batch) -> (state, metrics)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from ggdsl.build import Critics, Generative, build_modules
+from ggdsl.errors import BuildError
+from ggdsl.objective import Settings, losses, settings_of
+from ggdsl.plan import ModelPlan, plan_model
+from ggdsl.spec.ir import Spec
+
+TrainState = dict[str, Any]
+
+
+def make_optimizer(config: Mapping[str, Any], where: str = "train.optimizer") -> optax.GradientTransformation:
+    """An optax optimiser from ``{name: adam, learning_rate: ..., ...}``."""
+    config = dict(config)
+    name = config.pop("name")
+    factory = getattr(optax, name, None)
+    if not callable(factory) or name.startswith("_"):
+        known = [n for n in dir(optax) if not n.startswith("_") and callable(getattr(optax, n))]
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise BuildError(f"{where}.name: optax has no optimiser '{name}'{hint}")
+    try:
+        return factory(**config)
+    except TypeError as error:
+        raise BuildError(f"{where}: optax.{name} rejects these arguments: {error}") from None
+
+
+@dataclass
+class Compiled:
+    """Everything needed to train, sample from and infer with one spec."""
+
+    spec: Spec
+    plan: ModelPlan
+    settings: Settings
+    g_def: Any
+    d_def: Any
+    g_tx: optax.GradientTransformation
+    d_tx: optax.GradientTransformation
+
+    def init_state(self, seed: int) -> TrainState:
+        generative, critics = build_modules(self.plan, seed)
+        _, g_params, g_rest = nnx.split(generative, nnx.Param, ...)
+        _, d_params, d_rest = nnx.split(critics, nnx.Param, ...)
+        return {
+            "g_params": g_params,
+            "g_rest": g_rest,
+            "d_params": d_params,
+            "d_rest": d_rest,
+            "g_opt": self.g_tx.init(g_params),
+            "d_opt": self.d_tx.init(d_params),
+            "step": jnp.zeros((), jnp.int32),
+            "baseline": jnp.zeros((), jnp.float32),
+        }
+
+    def generative(self, state: TrainState) -> Generative:
+        return nnx.merge(self.g_def, state["g_params"], state["g_rest"])
+
+    def critics(self, state: TrainState) -> Critics:
+        return nnx.merge(self.d_def, state["d_params"], state["d_rest"])
+
+    def make_step(self, base_key: jax.Array, *, jit: bool = True):
+        """The training step: ``critic_steps`` discriminator updates, one generator update."""
+        plan, settings = self.plan, self.settings
+        d_settings = Settings(settings.discrete, settings.temperature, 0.0)
+        g_def, d_def, g_tx, d_tx = self.g_def, self.d_def, self.g_tx, self.d_tx
+        critic_steps = self.spec.train.critic_steps
+
+        def d_loss_fn(d_params, d_rest, g_params, g_rest, batch, key):
+            gen = nnx.merge(g_def, g_params, g_rest)
+            critics = nnx.merge(d_def, d_params, d_rest)
+            d_loss, _, metrics = losses(gen, critics, plan, batch, key, settings=d_settings)
+            return d_loss, (metrics, nnx.split(critics, nnx.Param, ...)[2])
+
+        def g_loss_fn(g_params, g_rest, d_params, d_rest, batch, key, baseline):
+            gen = nnx.merge(g_def, g_params, g_rest)
+            critics = nnx.merge(d_def, d_params, d_rest)
+            _, g_loss, metrics = losses(gen, critics, plan, batch, key, settings=settings, baseline=baseline)
+            return g_loss, (metrics, nnx.split(gen, nnx.Param, ...)[2])
+
+        def step(state: TrainState, batch: Mapping[str, jax.Array]):
+            key = jax.random.fold_in(base_key, state["step"])
+            d_params, d_rest, d_opt = state["d_params"], state["d_rest"], state["d_opt"]
+            d_metrics = {}
+            for index in range(critic_steps):
+                grads, (d_metrics, d_rest) = jax.grad(d_loss_fn, has_aux=True)(
+                    d_params, d_rest, state["g_params"], state["g_rest"], batch, jax.random.fold_in(key, index)
+                )
+                updates, d_opt = d_tx.update(grads, d_opt, d_params)
+                d_params = optax.apply_updates(d_params, updates)
+            grads, (g_metrics, g_rest) = jax.grad(g_loss_fn, has_aux=True)(
+                state["g_params"], state["g_rest"], d_params, d_rest, batch,
+                jax.random.fold_in(key, critic_steps), state["baseline"],
+            )
+            updates, g_opt = g_tx.update(grads, state["g_opt"], state["g_params"])
+            g_params = optax.apply_updates(state["g_params"], updates)
+            baseline = state["baseline"]
+            if "reinforce_baseline_target" in g_metrics:
+                baseline = 0.9 * baseline + 0.1 * g_metrics.pop("reinforce_baseline_target")
+            metrics = {k: v for k, v in g_metrics.items() if not k.startswith("d_")}
+            metrics.update({k: v for k, v in d_metrics.items() if k.startswith("d_")})
+            new_state = {
+                "g_params": g_params, "g_rest": g_rest, "d_params": d_params, "d_rest": d_rest,
+                "g_opt": g_opt, "d_opt": d_opt, "step": state["step"] + 1, "baseline": baseline,
+            }
+            return new_state, metrics
+
+        return jax.jit(step, donate_argnums=0) if jit else step
+
+
+def compile_spec(spec: Spec) -> Compiled:
+    """Plan and build a spec's networks and optimisers (parameters come from ``init_state``)."""
+    plan = plan_model(spec)
+    generative, critics = nnx.eval_shape(lambda: build_modules(plan, 0))
+    g_def = nnx.split(generative, nnx.Param, ...)[0]
+    d_def = nnx.split(critics, nnx.Param, ...)[0]
+    g_tx = make_optimizer(spec.train.optimizer)
+    critic_config = spec.train.critic_optimizer or spec.train.optimizer
+    d_tx = make_optimizer(critic_config, "train.critic_optimizer")
+    return Compiled(spec, plan, settings_of(plan), g_def, d_def, g_tx, d_tx)

@@ -1,0 +1,268 @@
+"""The spec's evaluations (SPEC section 9) on a trained model; ``ggdsl eval RUN_DIR``.
+
+Each evaluation returns numbers (into ``eval.json``) and may write figures into the run's
+``figures/`` folder. Labels are used only to score, never to choose anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ggdsl.compiled import Compiled, TrainState
+from ggdsl.errors import EvalError
+from ggdsl.objective import discriminator_logits, sample_p, sample_q, split_observed
+from ggdsl.run import Run, load_run
+from ggdsl.runs import RunDir
+
+EVAL_BATCH = 500
+MAX_EVAL_EXAMPLES = 10_000
+
+EVALUATIONS: dict[str, Callable[[Run, dict], dict[str, Any]]] = {}
+
+
+def register_evaluation(name: str):
+    def decorate(fn):
+        EVALUATIONS[name] = fn
+        return fn
+
+    return decorate
+
+
+def _test_data(run: Run, cache: dict) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The test split (at most MAX_EVAL_EXAMPLES), by variable, and its labels if any."""
+    if "test" not in cache:
+        from ggdsl.train import open_dataset
+
+        dataset = open_dataset(run.spec, "test")
+        n = min(dataset.num_examples, MAX_EVAL_EXAMPLES)
+        x = {var: dataset.features[feature][:n] for var, feature in run.spec.data.observe.items()}
+        label_key = run.spec.data.get("labels")
+        labels = dataset.features[label_key][:n] if label_key and label_key in dataset.features else None
+        cache["test"] = (x, labels)
+    return cache["test"]
+
+
+def _inferred(run: Run, cache: dict) -> dict[str, np.ndarray]:
+    if "inferred" not in cache:
+        x, _ = _test_data(run, cache)
+        n = len(next(iter(x.values())))
+        parts = [run.infer({k: v[i:i + EVAL_BATCH] for k, v in x.items()}, key=i) for i in range(0, n, EVAL_BATCH)]
+        cache["inferred"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return cache["inferred"]
+
+
+def cluster_latent(run: Run) -> str | None:
+    """The first categorical latent: the mixture component in GMGAN."""
+    for name in run.spec.latent:
+        var = run.spec.model[name]
+        if var.type == "categorical" and not var.steps:
+            return name
+    return None
+
+
+def code_latent(run: Run) -> str | None:
+    """The continuous latent the observed variable is generated from (h in GMGAN)."""
+    observed = run.spec.observed[0]
+    for parent in run.spec.model[observed].given:
+        var = run.spec.model[parent.name]
+        if not var.observed and var.type != "categorical" and not var.steps:
+            return parent.name
+    return None
+
+
+@register_evaluation("clustering_accuracy")
+def clustering_accuracy(run: Run, cache: dict) -> dict[str, Any]:
+    from ggdsl.evaluate.metrics import cluster_usage, hungarian_accuracy, majority_accuracy
+
+    k = cluster_latent(run)
+    _, labels = _test_data(run, cache)
+    if k is None or labels is None:
+        raise EvalError("clustering_accuracy needs a categorical latent and `data.labels`")
+    clusters = _inferred(run, cache)[f"{k}_probs"].argmax(-1)
+    usage = cluster_usage(clusters, int(run.spec.model[k].get("classes")))
+    return {
+        "clustering_accuracy": hungarian_accuracy(labels, clusters),
+        "clustering_accuracy_majority": majority_accuracy(labels, clusters),
+        "clusters_used": usage["used"],
+    }
+
+
+def _reconstruction(run: Run, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    if "recon" not in cache:
+        from ggdsl.objective import reconstruct
+
+        x, _ = _test_data(run, cache)
+        compiled = run.compiled
+
+        @jax.jit
+        def fn(g_params, g_rest, batch, key):
+            gen = compiled.generative({"g_params": g_params, "g_rest": g_rest})
+            observed = split_observed(compiled.plan, batch)
+            values, _, _ = sample_q(gen, compiled.plan, observed, key, train=False, settings=compiled.settings)
+            return reconstruct(gen, compiled.plan, values, key, train=False)
+
+        name = run.spec.observed[0]
+        n = len(x[name])
+        outs = []
+        for i in range(0, n, EVAL_BATCH):
+            batch = {k: jnp.asarray(v[i:i + EVAL_BATCH]) for k, v in x.items()}
+            values = fn(run.state["g_params"], run.state["g_rest"], batch, jax.random.key(i))
+            from ggdsl.run import stack_steps
+
+            outs.append(stack_steps(compiled, values)[name])
+        cache["recon"] = (x[name], np.concatenate(outs))
+    return cache["recon"]
+
+
+@register_evaluation("reconstruction_mse")
+def reconstruction_mse(run: Run, cache: dict) -> dict[str, Any]:
+    from ggdsl.evaluate.figures import image_grid
+
+    x, recon = _reconstruction(run, cache)
+    if x.ndim == 4:
+        pairs = np.stack([x[:16], recon[:16]], axis=1).reshape(-1, *x.shape[1:])
+        image_grid(pairs, str(run.dir.figures_dir / "reconstruction.png"), ncols=8, value_range=run.spec.data.range)
+    return {"reconstruction_mse": float(np.mean((x - recon) ** 2))}
+
+
+@register_evaluation("video_reconstruction")
+def video_reconstruction(run: Run, cache: dict) -> dict[str, Any]:
+    from ggdsl.evaluate.figures import frame_strip
+
+    x, recon = _reconstruction(run, cache)
+    if x.ndim != 5:
+        raise EvalError("video_reconstruction needs a per-step observed variable")
+    per_frame = np.mean((x - recon) ** 2, axis=(0, 2, 3, 4))
+    rows = np.stack([x[:4], recon[:4]], axis=1).reshape(-1, *x.shape[1:])
+    frame_strip(rows, str(run.dir.figures_dir / "video_reconstruction.png"), run.spec.data.range)
+    return {"video_reconstruction_mse": float(per_frame.mean()),
+            "video_reconstruction_mse_per_frame": [float(v) for v in per_frame]}
+
+
+@register_evaluation("samples")
+def samples(run: Run, cache: dict) -> dict[str, Any]:
+    from ggdsl.evaluate.figures import component_grid, frame_strip, image_grid
+
+    name = run.spec.observed[0]
+    value_range = run.spec.data.range
+    k = cluster_latent(run)
+    path = run.dir.figures_dir / f"samples_step{run.step}.png"
+    if k is not None and not run.spec.model[k].given:
+        classes = min(int(run.spec.model[k].get("classes")), 30)
+        per = 8
+        onehots = jnp.asarray(np.repeat(np.eye(int(run.spec.model[k].get("classes")))[:classes], per, axis=0), jnp.float32)
+        drawn = run.sample(classes * per, key=run.step, fixed={k: onehots})[name]
+        if drawn.ndim == 4:
+            component_grid(drawn.reshape(classes, per, *drawn.shape[1:]), str(path), value_range)
+            return {"samples_figure": str(path.name)}
+    drawn = run.sample(64, key=run.step)[name]
+    if drawn.ndim == 5:
+        frame_strip(drawn[:8], str(path), value_range)
+    elif drawn.ndim == 4:
+        image_grid(drawn, str(path), ncols=8, value_range=value_range)
+    else:
+        raise EvalError(f"samples: '{name}' is not an image or video")
+    return {"samples_figure": str(path.name)}
+
+
+@register_evaluation("interpolation")
+def interpolation(run: Run, cache: dict) -> dict[str, Any]:
+    from ggdsl.evaluate.figures import interpolation_grid
+
+    h = code_latent(run)
+    name = run.spec.observed[0]
+    if h is None or run.spec.model[name].steps:
+        raise EvalError("interpolation needs a global continuous latent that generates the data")
+    codes = _inferred(run, cache)[h]
+    rows, steps = 6, 10
+    alphas = np.linspace(0, 1, steps)[None, :, None]
+    path_codes = codes[:rows, None] * (1 - alphas) + codes[rows:2 * rows, None] * alphas
+    flat = path_codes.reshape(rows * steps, -1).astype(np.float32)
+    images = run.sample(rows * steps, key=0, fixed={h: jnp.asarray(flat)})[name]
+    out = run.dir.figures_dir / "interpolation.png"
+    interpolation_grid(images.reshape(rows, steps, *images.shape[1:]), str(out), run.spec.data.range)
+    return {"interpolation_figure": out.name}
+
+
+@register_evaluation("tsne")
+def tsne(run: Run, cache: dict) -> dict[str, Any]:
+    from ggdsl.evaluate.figures import tsne_plot
+
+    h = code_latent(run)
+    if h is None:
+        raise EvalError("tsne needs a global continuous latent")
+    _, labels = _test_data(run, cache)
+    codes = _inferred(run, cache)[h]
+    out = run.dir.figures_dir / "tsne.png"
+    tsne_plot(codes.reshape(len(codes), -1), None if labels is None else labels, str(out), seed=0)
+    return {"tsne_figure": out.name}
+
+
+@register_evaluation("factor_divergences")
+def factor_divergences(run: Run, cache: dict) -> dict[str, Any]:
+    """Each discriminator's accuracy telling q-side from p-side tuples on test data."""
+    x, _ = _test_data(run, cache)
+    compiled = run.compiled
+
+    @jax.jit
+    def fn(state, batch, key):
+        gen = compiled.generative(state)
+        critics = compiled.critics(state)
+        observed = split_observed(compiled.plan, batch)
+        n = next(iter(observed.values())).shape[0]
+        q_values, _, _ = sample_q(gen, compiled.plan, observed, key, train=False, settings=compiled.settings)
+        p_values = sample_p(gen, compiled.plan, n, jax.random.fold_in(key, 1), train=False, settings=compiled.settings)
+        lq = discriminator_logits(critics, compiled.plan, q_values, train=False)
+        lp = discriminator_logits(critics, compiled.plan, p_values, train=False)
+        return {g: 0.5 * (jnp.mean(lq[g] > 0) + jnp.mean(lp[g] < 0)) for g in lq}
+
+    n = min(len(next(iter(x.values()))), 2000)
+    accs = [fn(run.state, {k: jnp.asarray(v[i:i + EVAL_BATCH]) for k, v in x.items()}, jax.random.key(i))
+            for i in range(0, n, EVAL_BATCH)]
+    return {f"factor_accuracy/{g}": float(np.mean([float(a[g]) for a in accs])) for g in accs[0]}
+
+
+@register_evaluation("motion_analogy")
+def motion_analogy(run: Run, cache: dict) -> dict[str, Any]:
+    raise EvalError("motion_analogy is not available yet")
+
+
+def run_evaluations(run: Run, names: Iterable[str]) -> dict[str, Any]:
+    results: dict[str, Any] = {"step": run.step}
+    cache: dict = {}
+    for name in names:
+        if name not in EVALUATIONS:
+            raise EvalError(f"unknown evaluation '{name}' (known: {', '.join(sorted(EVALUATIONS))})")
+        try:
+            results.update(EVALUATIONS[name](run, cache))
+        except EvalError as error:
+            results[f"{name}_skipped"] = str(error)
+    return results
+
+
+def evaluate_state(compiled: Compiled, state: TrainState, run_dir: RunDir, *, step: int) -> dict[str, Any]:
+    """The spec's evaluations on a model in memory."""
+    run = Run.from_state(compiled, state, run_dir, step)
+    return run_evaluations(run, compiled.spec.eval)
+
+
+def quick_eval(compiled: Compiled, state: TrainState, run_dir: RunDir, step: int) -> dict[str, Any]:
+    """Cheap evaluations during training: clustering accuracy, reconstruction error, a sample grid."""
+    names = [n for n in ("clustering_accuracy", "reconstruction_mse", "samples") if n in compiled.spec.eval]
+    run = Run.from_state(compiled, state, run_dir, step)
+    results = run_evaluations(run, names)
+    return {k: v for k, v in results.items() if isinstance(v, (int, float)) and k != "step"}
+
+
+def evaluate_run(run_dir: str | Path, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """``ggdsl eval``: the spec's evaluations on the latest checkpoint; writes eval.json."""
+    run = load_run(run_dir)
+    results = run_evaluations(run, names or run.spec.eval)
+    run.dir.write_eval(results)
+    return results

@@ -1,0 +1,150 @@
+"""A trained run, loaded for use: ``ggdsl.load_run(dir)``.
+
+>>> run = load_run("runs/gmgan-digits-20260101-120000")     # doctest: +SKIP
+>>> samples = run.sample(16, key=0)                          # doctest: +SKIP
+>>> samples["x"].shape, samples["k"].shape                   # doctest: +SKIP
+((16, 8, 8, 1), (16, 10))
+>>> posterior = run.infer(samples["x"], key=1)               # doctest: +SKIP
+>>> posterior["k_probs"].shape                               # doctest: +SKIP
+(16, 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ggdsl.compiled import Compiled, TrainState, compile_spec
+from ggdsl.errors import EvalError
+from ggdsl.objective import sample_p, sample_q, split_observed
+from ggdsl.runs import RunDir
+from ggdsl.spec.load import load_spec
+
+
+def as_key(key: int | jax.Array) -> jax.Array:
+    """An int seed or a JAX key (typed or raw uint32) as a typed key."""
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key))
+    key = jnp.asarray(key) if not hasattr(key, "dtype") else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
+def stack_steps(compiled: Compiled, values: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
+    """Values by unrolled node -> values by variable (per-step ones stacked on axis 1)."""
+    analysis = compiled.plan.analysis
+    out: dict[str, list] = {}
+    for node in analysis.nodes:
+        if node in values:
+            out.setdefault(analysis.templates[node], []).append(np.asarray(values[node]))
+    return {
+        name: arrays[0] if not compiled.spec.model[name].steps else np.stack(arrays, axis=1)
+        for name, arrays in out.items()
+    }
+
+
+class Run:
+    """A run folder with its model restored from the latest (or a given) checkpoint."""
+
+    def __init__(self, path: str | Path, step: int | None = None):
+        self.dir = RunDir(path)
+        if not self.dir.spec_path.exists():
+            raise EvalError(f"{path}: not a run folder (no {self.dir.spec_path.name})")
+        self.spec = load_spec(self.dir.spec_path)
+        self.compiled = compile_spec(self.spec)
+        from ggdsl.train import restore_state
+
+        self.state, extra = restore_state(self.compiled, self.dir, step)
+        self.step = int(extra.get("step", 0))
+
+    @classmethod
+    def from_state(cls, compiled: Compiled, state: TrainState, run_dir: RunDir, step: int) -> Run:
+        """A run around a model in memory (used for evaluation during training)."""
+        run = cls.__new__(cls)
+        run.dir, run.spec, run.compiled, run.state, run.step = run_dir, compiled.spec, compiled, state, step
+        return run
+
+    @cached_property
+    def _sample_fn(self):
+        compiled = self.compiled
+
+        def fn(g_params, g_rest, key, n, fixed):
+            gen = compiled.generative({"g_params": g_params, "g_rest": g_rest})
+            return sample_p(gen, compiled.plan, n, key, train=False, settings=compiled.settings, fixed=fixed)
+
+        return jax.jit(fn, static_argnums=3)
+
+    @cached_property
+    def _infer_fn(self):
+        compiled = self.compiled
+
+        def fn(g_params, g_rest, batch, key):
+            gen = compiled.generative({"g_params": g_params, "g_rest": g_rest})
+            observed = split_observed(compiled.plan, batch)
+            values, probs, _ = sample_q(gen, compiled.plan, observed, key, train=False, settings=compiled.settings)
+            latents = {n: values[n] for n in compiled.plan.analysis.latent}
+            return latents, probs
+
+        return jax.jit(fn)
+
+    def sample(self, n: int, key: int | jax.Array = 0, *, fixed: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """``n`` ancestral samples of every variable (per-step ones as (n, T, ...))."""
+        fixed_nodes = {k: jnp.asarray(v) for k, v in (fixed or {}).items()}
+        values = self._sample_fn(self.state["g_params"], self.state["g_rest"], as_key(key), int(n), fixed_nodes)
+        return stack_steps(self.compiled, values)
+
+    def infer(self, x: np.ndarray | Mapping[str, np.ndarray], key: int | jax.Array = 0) -> dict[str, np.ndarray]:
+        """Samples of every latent from q given observed data (in the data's range).
+
+        Categorical latents also come with their posterior probabilities as ``<name>_probs``.
+        """
+        observed = self.spec.observed
+        if not isinstance(x, Mapping):
+            if len(observed) != 1:
+                raise EvalError(f"this model observes {', '.join(observed)}: pass a dict")
+            x = {observed[0]: x}
+        batch = {name: jnp.asarray(np.asarray(x[name], np.float32)) for name in observed}
+        for name in observed:
+            var = self.spec.model[name]
+            expected = ((self.spec.time.steps,) if var.steps else ()) + tuple(var.shape)
+            if tuple(batch[name].shape[1:]) != expected:
+                raise EvalError(f"infer: '{name}' has shape {tuple(batch[name].shape)}, expected (n, "
+                                f"{', '.join(map(str, expected))})")
+        latents, probs = self._infer_fn(self.state["g_params"], self.state["g_rest"], batch, as_key(key))
+        out = stack_steps(self.compiled, latents)
+        analysis = self.compiled.plan.analysis
+        grouped: dict[str, list] = {}
+        for node, p in probs.items():
+            grouped.setdefault(analysis.templates[node], []).append(np.asarray(p))
+        for name, arrays in grouped.items():
+            out[f"{name}_probs"] = arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=1)
+        return out
+
+    def sample_figure(self, n: int, path: str | Path, *, seed: int = 0) -> Path:
+        """A grid picture of ``n`` samples of the (first) observed variable."""
+        from ggdsl.evaluate.figures import frame_strip, image_grid
+
+        name = self.spec.observed[0]
+        samples = self.sample(n, seed)[name]
+        value_range = self.spec.data.range if self.spec.data else (0.0, 1.0)
+        if samples.ndim == 5:
+            return Path(frame_strip(samples[: min(n, 8)], str(path), value_range))
+        if samples.ndim != 4:
+            raise EvalError(f"'{name}' has shape {samples.shape[1:]}: only images can be drawn")
+        return Path(image_grid(samples, str(path), ncols=int(np.ceil(np.sqrt(n))), value_range=value_range))
+
+
+def load_run(path: str | Path, step: int | None = None) -> Run:
+    """Load a run folder: its spec, and its model from the latest checkpoint (or ``step``)."""
+    return Run(path, step)
+
+
+def state_of(run: Run) -> TrainState:
+    return run.state

@@ -1,0 +1,104 @@
+"""im2col convolutions against lax: values, gradients and the transposed-conv definition."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ggdsl.nets.conv import conv2d, conv3d, conv_transpose2d, resolve_impl
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _arrays(x_shape, w_shape, seed=0):
+    key_x, key_w = jax.random.split(jax.random.key(seed))
+    return jax.random.normal(key_x, x_shape), 0.05 * jax.random.normal(key_w, w_shape)
+
+
+def _relative(a, b):
+    return float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-12))
+
+
+def _check_grads(op, x, w, stride, padding):
+    def loss(impl):
+        return lambda x, w: jnp.sum(jnp.sin(op(x, w, stride, padding, impl=impl)))
+
+    ours = jax.grad(loss("im2col"), argnums=(0, 1))(x, w)
+    reference = jax.grad(loss("lax"), argnums=(0, 1))(x, w)
+    for a, b in zip(ours, reference, strict=True):
+        assert _relative(a, b) < 1e-3
+
+
+CONV_CASES = [
+    ((2, 28, 28, 1), (5, 5, 1, 64), 2, "same"),  # MNIST D layer 1
+    ((2, 14, 14, 64), (5, 5, 64, 128), 2, "same"),  # MNIST D layer 2
+    ((2, 32, 32, 3), (5, 5, 3, 64), 2, "same"),  # SVHN D layer 1
+    ((2, 8, 8, 16), (5, 5, 16, 8), 2, "same"),
+    ((2, 9, 9, 3), (3, 3, 3, 4), 1, "same"),
+    ((2, 9, 7, 3), (4, 4, 3, 4), 3, "same"),
+    ((2, 11, 11, 2), (5, 5, 2, 3), 2, "valid"),
+    ((2, 6, 6, 2), (3, 3, 2, 3), 1, ((1, 0), (2, 1))),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", CONV_CASES)
+def test_conv2d_matches_lax(x_shape, w_shape, stride, padding):
+    x, w = _arrays(x_shape, w_shape)
+    ours = conv2d(x, w, stride, padding, impl="im2col")
+    reference = conv2d(x, w, stride, padding, impl="lax")
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-5)
+    _check_grads(conv2d, x, w, stride, padding)
+
+
+DECONV_CASES = [
+    ((2, 7, 7, 128), (5, 5, 128, 64), 2, "same", (14, 14)),  # MNIST G: 7 -> 14
+    ((2, 14, 14, 64), (5, 5, 64, 1), 2, "same", (28, 28)),  # 14 -> 28
+    ((2, 4, 4, 256), (5, 5, 256, 128), 2, "same", (8, 8)),  # SVHN G: 4 -> 8
+    ((2, 8, 8, 128), (5, 5, 128, 64), 2, "same", (16, 16)),  # 8 -> 16
+    ((2, 16, 16, 64), (5, 5, 64, 3), 2, "same", (32, 32)),  # 16 -> 32
+    ((2, 5, 6, 3), (3, 3, 3, 2), 1, "same", (5, 6)),
+    ((2, 5, 5, 3), (5, 5, 3, 2), 2, "valid", (13, 13)),
+    ((2, 4, 4, 3), (2, 2, 3, 2), 3, "valid", (12, 12)),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, out_hw", DECONV_CASES)
+def test_conv_transpose2d_matches_lax(x_shape, w_shape, stride, padding, out_hw):
+    x, w = _arrays(x_shape, w_shape)
+    ours = conv_transpose2d(x, w, stride, padding, impl="im2col")
+    reference = conv_transpose2d(x, w, stride, padding, impl="lax")
+    assert ours.shape == (x_shape[0], *out_hw, w_shape[-1])
+    assert reference.shape == ours.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-5)
+    _check_grads(conv_transpose2d, x, w, stride, padding)
+
+
+def test_conv_transpose_is_the_adjoint_of_strided_conv():
+    x, w = _arrays((2, 7, 7, 8), (5, 5, 8, 4))
+    y = jax.random.normal(jax.random.key(3), (2, 14, 14, 4))
+    # <conv_transpose(x), y> == <x, conv(y)> with the channel axes of the kernel swapped
+    left = jnp.vdot(conv_transpose2d(x, w, 2, impl="im2col"), y)
+    right = jnp.vdot(x, conv2d(y, jnp.swapaxes(w, 2, 3), 2, impl="lax"))
+    np.testing.assert_allclose(left, right, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride",
+    [((2, 4, 16, 16, 3), (4, 4, 4, 3, 8), 2), ((1, 3, 8, 8, 2), (3, 3, 3, 2, 4), 1)],
+)
+def test_conv3d_matches_lax(x_shape, w_shape, stride):
+    x, w = _arrays(x_shape, w_shape)
+    ours = conv3d(x, w, stride, impl="im2col")
+    reference = conv3d(x, w, stride, impl="lax")
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-5)
+    _check_grads(conv3d, x, w, stride, "same")
+
+
+def test_impl_choice():
+    assert resolve_impl("auto") == ("im2col" if jax.default_backend() == "cpu" else "lax")
+    assert resolve_impl("lax") == "lax"
+    with pytest.raises(ValueError, match="known: auto, im2col, lax"):
+        resolve_impl("fft")
+    with pytest.raises(ValueError, match="padding"):
+        conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), 1, "full")
