@@ -29,12 +29,8 @@ class Generative(nnx.Module):
     """Generators of p, extractors of q, and learned standard deviations."""
 
     def __init__(self, plan: ModelPlan, *, rngs: nnx.Rngs, conv_impl: str = "auto"):
-        self.generators = nnx.Dict(
-            {module_key(k): _network(n, rngs, conv_impl) for k, n in plan.generators.items()}
-        )
-        self.extractors = nnx.Dict(
-            {module_key(k): _network(n, rngs, conv_impl) for k, n in plan.extractors.items()}
-        )
+        self.generators = nnx.Dict({module_key(k): _network(n, rngs, conv_impl) for k, n in plan.generators.items()})
+        self.extractors = nnx.Dict({module_key(k): _network(n, rngs, conv_impl) for k, n in plan.extractors.items()})
         log_std = {}
         for name, var in plan.spec.model.items():
             for definition, key in ((var, name), (var.first, f"{name}[1]")):

@@ -130,14 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = verbs.add_parser(name, help=help_text, description=help_text,
-                               epilog=f"example: {EXAMPLES[name]}")
+        sub = verbs.add_parser(name, help=help_text, description=help_text, epilog=f"example: {EXAMPLES[name]}")
         return sub
 
     def spec_args(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("spec", help="a spec file, or the name of a bundled spec")
-        sub.add_argument("--set", action="append", metavar="KEY=VALUE",
-                         help="override a spec value, e.g. train.steps=500 (repeatable)")
+        sub.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a spec value, e.g. train.steps=500 (repeatable)",
+        )
 
     sub = verb("validate", "check a spec; print a one-line summary, or every error with file:line")
     spec_args(sub)

@@ -78,19 +78,21 @@ class Compiled:
     def make_step(self, base_key: jax.Array, *, jit: bool = True):
         """The training step: ``critic_steps`` discriminator updates, one generator update."""
         plan, settings = self.plan, self.settings
-        d_settings = Settings(settings.discrete, settings.temperature, 0.0)
+        d_settings = Settings(settings.discrete, settings.temperature, 0.0, 0.0)
         g_def, d_def, g_tx, d_tx = self.g_def, self.d_def, self.g_tx, self.d_tx
         critic_steps = self.spec.train.critic_steps
 
+        # copy=True: fresh Variables owned by the grad trace, so batch norm may update its
+        # statistics in place (merging the traced states as they are raises TraceContextError).
         def d_loss_fn(d_params, d_rest, g_params, g_rest, batch, key):
-            gen = nnx.merge(g_def, g_params, g_rest)
-            critics = nnx.merge(d_def, d_params, d_rest)
+            gen = nnx.merge(g_def, g_params, g_rest, copy=True)
+            critics = nnx.merge(d_def, d_params, d_rest, copy=True)
             d_loss, _, metrics = losses(gen, critics, plan, batch, key, settings=d_settings)
             return d_loss, (metrics, nnx.split(critics, nnx.Param, ...)[2])
 
         def g_loss_fn(g_params, g_rest, d_params, d_rest, batch, key, baseline):
-            gen = nnx.merge(g_def, g_params, g_rest)
-            critics = nnx.merge(d_def, d_params, d_rest)
+            gen = nnx.merge(g_def, g_params, g_rest, copy=True)
+            critics = nnx.merge(d_def, d_params, d_rest, copy=True)
             _, g_loss, metrics = losses(gen, critics, plan, batch, key, settings=settings, baseline=baseline)
             return g_loss, (metrics, nnx.split(gen, nnx.Param, ...)[2])
 

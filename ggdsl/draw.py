@@ -71,9 +71,11 @@ def to_dot(spec: Spec, analysis: Analysis | None = None, *, plate: bool = False)
     for index, (title, graph) in enumerate(_panels(spec, analysis, plate).items()):
         lines.append(f'  subgraph cluster_{index} {{ label="{title}";')
         for node, attrs in graph.nodes(data=True):
-            style = "shape=box,style=filled,fillcolor=black,fontcolor=white,fontsize=10" if attrs.get(
-                "kind") == "factor" else ("shape=circle,style=filled,fillcolor=gray80" if attrs.get(
-                    "observed") else "shape=circle")
+            style = (
+                "shape=box,style=filled,fillcolor=black,fontcolor=white,fontsize=10"
+                if attrs.get("kind") == "factor"
+                else ("shape=circle,style=filled,fillcolor=gray80" if attrs.get("observed") else "shape=circle")
+            )
             lines.append(f'    "{index}:{node}" [label="{node}",{style}];')
         for a, b, attrs in graph.edges(data=True):
             extra = ",arrowhead=none" if graph.nodes[a].get("kind") == "factor" else ""
@@ -121,28 +123,44 @@ def _matplotlib(spec: Spec, analysis: Analysis, path: Path, plate: bool) -> None
         variables = [n for n, a in graph.nodes(data=True) if a.get("kind") != "factor"]
         factors = [n for n, a in graph.nodes(data=True) if a.get("kind") == "factor"]
         colours = ["#bbbbbb" if graph.nodes[n].get("observed") else "white" for n in variables]
-        nx.draw_networkx_nodes(graph, positions, nodelist=variables, node_color=colours,
-                               edgecolors="black", node_size=900, ax=axis)
+        nx.draw_networkx_nodes(
+            graph, positions, nodelist=variables, node_color=colours, edgecolors="black", node_size=900, ax=axis
+        )
         if factors:
-            nx.draw_networkx_nodes(graph, positions, nodelist=factors, node_shape="s",
-                                   node_color="black", node_size=250, ax=axis)
+            nx.draw_networkx_nodes(
+                graph, positions, nodelist=factors, node_shape="s", node_color="black", node_size=250, ax=axis
+            )
         nx.draw_networkx_labels(graph, positions, labels={n: n for n in variables}, font_size=8, ax=axis)
         for factor in factors:
             x, y = positions[factor]
             axis.annotate(factor, (x, y), textcoords="offset points", xytext=(8, 6), fontsize=7)
         arrows = title != "discriminators"
-        nx.draw_networkx_edges(graph, positions, ax=axis, arrows=arrows, node_size=900,
-                               arrowstyle="-|>" if arrows else "-",
-                               style=["dashed" if a.get("exact") else "solid" for *_, a in graph.edges(data=True)])
+        nx.draw_networkx_edges(
+            graph,
+            positions,
+            ax=axis,
+            arrows=arrows,
+            node_size=900,
+            arrowstyle="-|>" if arrows else "-",
+            style=["dashed" if a.get("exact") else "solid" for *_, a in graph.edges(data=True)],
+        )
         if plate and spec.time is not None:
             inside = [positions[n] for n, a in graph.nodes(data=True) if a.get("plate")]
             if inside:
                 xs, ys = zip(*inside, strict=True)
                 pad = 0.25
-                axis.add_patch(Rectangle((min(xs) - pad, min(ys) - pad), max(xs) - min(xs) + 2 * pad,
-                                         max(ys) - min(ys) + 2 * pad, fill=False, linestyle="--"))
-                axis.text(max(xs) + pad, min(ys) - pad, f"t = 1..{spec.time.steps}", ha="right", va="bottom",
-                          fontsize=8)
+                axis.add_patch(
+                    Rectangle(
+                        (min(xs) - pad, min(ys) - pad),
+                        max(xs) - min(xs) + 2 * pad,
+                        max(ys) - min(ys) + 2 * pad,
+                        fill=False,
+                        linestyle="--",
+                    )
+                )
+                axis.text(
+                    max(xs) + pad, min(ys) - pad, f"t = 1..{spec.time.steps}", ha="right", va="bottom", fontsize=8
+                )
         axis.set_title(title)
         axis.margins(0.25)
         axis.set_axis_off()

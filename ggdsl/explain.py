@@ -14,8 +14,10 @@ def summary(spec: Spec) -> dict[str, Any]:
     """Counts for ``validate``'s one-line summary."""
     analysis = analyze(spec)
     groups = analysis.groups()
-    factors = "1 global discriminator" if spec.objective.divergence == "global" else (
-        f"{len(analysis.factors)} local factors in {len(groups)} groups"
+    factors = (
+        "1 global discriminator"
+        if spec.objective.divergence == "global"
+        else (f"{len(analysis.factors)} local factors in {len(groups)} groups")
     )
     line = (
         f"{spec.name}: {len(spec.model)} variables ({len(spec.observed)} observed), "
@@ -74,9 +76,7 @@ def explain_dict(spec: Spec) -> dict[str, Any]:
         "q_family": analysis.family,
         "order": list(analysis.order),
         "exact": list(analysis.exact),
-        "factors": [
-            {"name": f.name, "variables": list(f.variables), "group": f.group} for f in analysis.factors
-        ],
+        "factors": [{"name": f.name, "variables": list(f.variables), "group": f.group} for f in analysis.factors],
         "objective": {
             "divergence": spec.objective.divergence,
             "loss": spec.objective.loss,
@@ -86,13 +86,21 @@ def explain_dict(spec: Spec) -> dict[str, Any]:
     }
     if plan is not None:
         out["networks"] = [
-            {"role": n.role, "key": n.key, "source": n.source, "params": n.params,
-             "inputs": {k: list(v) for k, v in n.inputs.items()}, "output": list(n.out_shape),
-             "copies": len(n.members)}
+            {
+                "role": n.role,
+                "key": n.key,
+                "source": n.source,
+                "params": n.params,
+                "inputs": {k: list(v) for k, v in n.inputs.items()},
+                "output": list(n.out_shape),
+                "copies": len(n.members),
+            }
             for n in plan.all()
         ]
-        out["params"] = {role: sum(n.params for n in plan.all() if n.role == role)
-                         for role in ("generator", "extractor", "discriminator")}
+        out["params"] = {
+            role: sum(n.params for n in plan.all() if n.role == role)
+            for role in ("generator", "extractor", "discriminator")
+        }
     else:
         out["plan_error"] = plan_error
     return out
@@ -125,13 +133,16 @@ def explain(spec: Spec) -> str:
         sep = "=" if var.type == "implicit" else "~"
         lines.append(f"  {node} {sep} {_prior(var, parents)}   {shape} {kind}" + (f"   [{label}]" if label else ""))
     lines.append("")
-    lines.append(f"q(Z | X), the recognition model ({analysis.family}; latents leaves to roots: "
-                 f"{', '.join(analysis.order)}):")
+    lines.append(
+        f"q(Z | X), the recognition model ({analysis.family}; latents leaves to roots: {', '.join(analysis.order)}):"
+    )
     for latent in analysis.order:
         parents = ", ".join(analysis.q_parents[latent])
         if latent in analysis.exact:
             child = analysis.q_parents[latent][0]
-            lines.append(f"  {latent} ~ q({latent} | {parents})   exact: softmax(log pi - |{child} - mu|^2 / (2 std^2))")
+            lines.append(
+                f"  {latent} ~ q({latent} | {parents})   exact: softmax(log pi - |{child} - mu|^2 / (2 std^2))"
+            )
         else:
             label = _net_label(plan, "extractors", plan.extractor_of.get(latent)) if plan else ""
             lines.append(f"  {latent} = E({parents})" + (f"   [{label}]" if label else ""))
@@ -148,23 +159,31 @@ def explain(spec: Spec) -> str:
             copies = f"{len(factors)} copies, shared" if len(factors) > 1 else "1 copy"
             label = _net_label(plan, "discriminators", group) if plan else ""
             variables = "; ".join("(" + ", ".join(f.variables) + ")" for f in factors)
-            lines.append(f"  D[{group}]  w={weights[group]:.3g}  {copies}: {variables}" + (f"   [{label}]" if label else ""))
+            lines.append(
+                f"  D[{group}]  w={weights[group]:.3g}  {copies}: {variables}" + (f"   [{label}]" if label else "")
+            )
     lines.append("")
     lines.append("Objective (bce, the JS estimate):")
     lines.append("  discriminators: max_D  sum_A w_A ( E_q[log D_A(A)] + E_p[log(1 - D_A(A))] )")
-    lines.append("  generators and extractors (non-saturating): min  sum_A w_A ( -E_p[log D_A(A)] - E_q[log(1 - D_A(A))] )")
+    lines.append(
+        "  generators and extractors (non-saturating): min  sum_A w_A ( -E_p[log D_A(A)] - E_q[log(1 - D_A(A))] )"
+    )
     if spec.objective.reconstruction:
         lines.append(f"    + {spec.objective.reconstruction:g} * E_q |x - G(E(x))|^2")
     discrete = [z for z in analysis.latent if spec.model[analysis.templates[z]].type == "categorical"]
     if discrete:
-        lines.append(f"  discrete latents ({', '.join(discrete)}): {spec.inference.discrete}"
-                     + (f", temperature {spec.inference.temperature:g}" if spec.inference.discrete == "gumbel_softmax" else ""))
+        lines.append(
+            f"  discrete latents ({', '.join(discrete)}): {spec.inference.discrete}"
+            + (f", temperature {spec.inference.temperature:g}" if spec.inference.discrete == "gumbel_softmax" else "")
+        )
     lines.append("")
     if "params" in info:
         p = info["params"]
         total = sum(p.values())
-        lines.append(f"Parameters: generators {p['generator']:,}, extractors {p['extractor']:,}, "
-                     f"discriminators {p['discriminator']:,}; total {total:,}")
+        lines.append(
+            f"Parameters: generators {p['generator']:,}, extractors {p['extractor']:,}, "
+            f"discriminators {p['discriminator']:,}; total {total:,}"
+        )
     else:
         lines.append(f"Networks: cannot be assembled: {info['plan_error']}")
     return "\n".join(lines)

@@ -83,7 +83,11 @@ def _relative(name: str, step: int | None, steps: dict[str, int | None], templat
 
 
 def relative_inputs(
-    child: str, parents: tuple[str, ...], steps: dict[str, int | None], templates: dict[str, str], first: frozenset | set = frozenset()
+    child: str,
+    parents: tuple[str, ...],
+    steps: dict[str, int | None],
+    templates: dict[str, str],
+    first: frozenset | set = frozenset(),
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The named inputs a network of ``child`` reads, each with the unrolled nodes behind it.
 
@@ -147,9 +151,7 @@ def mean_field(observed: tuple[str, ...], latent_order: tuple[str, ...], steps: 
     q_parents = {}
     for latent in latent_order:
         step = steps[latent]
-        q_parents[latent] = tuple(
-            n for n in observed if step is None or steps[n] is None or steps[n] == step
-        )
+        q_parents[latent] = tuple(n for n in observed if step is None or steps[n] is None or steps[n] == step)
     return q_parents
 
 
@@ -206,9 +208,8 @@ def analyze(spec: Spec, family: str | None = None) -> Analysis:
         q_parents = mean_field(observed, order, steps)
     else:
         raise ValueError(f"unknown inference family {family!r} (known: inverse, mean_field)")
-    q_groups = {
-        z: factor_name(z, parents, steps, templates, z in first) for z, parents in q_parents.items()
-    }
+    # Extractors are shared by structure of q alone: a first step of p reads like the others.
+    q_groups = {z: factor_name(z, parents, steps, templates, False) for z, parents in q_parents.items()}
     return Analysis(
         family=family,
         nodes=nodes,

@@ -33,11 +33,17 @@ class Settings:
     discrete: str = "gumbel_softmax"
     temperature: float = 0.1
     reconstruction: float = 0.0
+    latent_reconstruction: float = 0.0
 
 
 def settings_of(plan: ModelPlan) -> Settings:
     spec = plan.spec
-    return Settings(spec.inference.discrete, float(spec.inference.temperature), float(spec.objective.reconstruction))
+    return Settings(
+        spec.inference.discrete,
+        float(spec.inference.temperature),
+        float(spec.objective.reconstruction),
+        float(spec.objective.latent_reconstruction),
+    )
 
 
 def group_weights(plan: ModelPlan) -> dict[str, float]:
@@ -211,6 +217,28 @@ def reconstruct(gen: Generative, plan: ModelPlan, q_values: Values, key: jax.Arr
     return out
 
 
+def latent_reconstruction(
+    gen: Generative, plan: ModelPlan, p_values: Values, key: jax.Array, *, settings: Settings, train: bool
+) -> jax.Array:
+    """How well q recovers p's latents from p's own samples (the InfoGAN / ClusterGAN term).
+
+    Squared error summed over a continuous latent's dimensions; for a categorical, the
+    cross-entropy of q's posterior against p's draw. Averaged over the batch, summed over
+    latents.
+    """
+    observed = {n: p_values[n] for n in plan.analysis.observed}
+    recovered, probs, _ = sample_q(gen, plan, observed, key, train=train, settings=settings)
+    batch = next(iter(observed.values())).shape[0]
+    total = jnp.zeros(())
+    for latent in plan.analysis.latent:
+        if latent in probs:
+            total = total - jnp.mean(jnp.sum(p_values[latent] * jnp.log(probs[latent] + 1e-8), axis=-1))
+        else:
+            diff = (recovered[latent] - p_values[latent]).reshape(batch, -1)
+            total = total + jnp.mean(jnp.sum(diff**2, axis=-1))
+    return total
+
+
 def discriminator_logits(critics: Critics, plan: ModelPlan, values: Values, *, train: bool) -> dict[str, jax.Array]:
     """Logits of each discriminator group, copies stacked: shape (copies, batch)."""
     out = {}
@@ -257,6 +285,10 @@ def losses(
         )
         metrics["recon"] = err
         g_loss = g_loss + settings.reconstruction * err
+    if settings.latent_reconstruction:
+        err = latent_reconstruction(gen, plan, p_values, jax.random.fold_in(key_r, 1), settings=settings, train=train)
+        metrics["latent_recon"] = err
+        g_loss = g_loss + settings.latent_reconstruction * err
     if settings.discrete == "reinforce" and log_probs:
         advantage = jax.lax.stop_gradient(g_per_example - baseline)
         score = sum(jnp.mean(advantage * lp) for lp in log_probs.values())

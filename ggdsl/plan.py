@@ -76,9 +76,7 @@ def _input_shapes(spec: Spec, analysis: Analysis, named: tuple) -> dict[str, Sha
 
 def _resolve(spec: Spec, net, out_shape: Shape, inputs: Mapping[str, Shape], *, observed: bool, where: str):
     """A net reference to (plan, source name, residual?)."""
-    data_range = spec.data.range if (observed and spec.data is not None) else (
-        (0.0, 1.0) if observed else None
-    )
+    data_range = spec.data.range if (observed and spec.data is not None) else ((0.0, 1.0) if observed else None)
     if isinstance(net, str):
         if net in spec.networks:
             layers, source = spec.networks[net], net
@@ -111,11 +109,11 @@ def _generator(spec: Spec, analysis: Analysis, nodes: list[str], var: Variable, 
     if residual:
         lagged = [name for name, _ in named if name == f"{var.name}[t-1]"]
         if not lagged:
-            raise BuildError(f"model.{var.name}.net: '{source}' adds its input back, so it needs '{var.name}[t-1]' in given")
+            raise BuildError(
+                f"model.{var.name}.net: '{source}' adds its input back, so it needs '{var.name}[t-1]' in given"
+            )
         residual_input = lagged[0]
-    bindings = tuple(
-        dict(relative_inputs(n, analysis.p_parents[n], analysis.steps, analysis.templates)) for n in nodes
-    )
+    bindings = tuple(dict(relative_inputs(n, analysis.p_parents[n], analysis.steps, analysis.templates)) for n in nodes)
     return NetSpec("generator", key, inputs, out_shape, plan, source, tuple(nodes), bindings, residual_input)
 
 
@@ -161,8 +159,9 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
         out_shape = tuple(template.event_shape)
         override = spec.inference.nets.get(template.name)
         if override is not None:
-            plan, source, _ = _resolve(spec, override, out_shape, inputs, observed=False,
-                                       where=f"inference.nets.{template.name}")
+            plan, source, _ = _resolve(
+                spec, override, out_shape, inputs, observed=False, where=f"inference.nets.{template.name}"
+            )
         else:
             plan, source = extractor_plan(inputs, out_shape), "auto"
         bindings = tuple(
@@ -184,15 +183,18 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
         return result
     for group, factors in analysis.groups().items():
         head = factors[0]
-        named = ((analysis.templates[head.child] if head.child not in analysis.first else head.child,
-                  (head.child,)),
-                 *relative_inputs(head.child, head.variables[1:], analysis.steps, analysis.templates))
+        named = (
+            (analysis.templates[head.child] if head.child not in analysis.first else head.child, (head.child,)),
+            *relative_inputs(head.child, head.variables[1:], analysis.steps, analysis.templates),
+        )
         inputs = _input_shapes(spec, analysis, named)
         override = spec.objective.discriminators.get(group)
         plan, source = _discriminator(spec, override, inputs, group)
         bindings = tuple(
-            {named[0][0]: (f.child,),
-             **dict(relative_inputs(f.child, f.variables[1:], analysis.steps, analysis.templates))}
+            {
+                named[0][0]: (f.child,),
+                **dict(relative_inputs(f.child, f.variables[1:], analysis.steps, analysis.templates)),
+            }
             for f in factors
         )
         result.discriminators[group] = NetSpec(
@@ -206,8 +208,10 @@ def _discriminator(spec: Spec, override, inputs: dict[str, Shape], group: str) -
         return discriminator_plan(inputs), "auto"
     layers = spec.networks[override] if isinstance(override, str) and override in spec.networks else override
     if isinstance(layers, str):
-        raise BuildError(f"objective.discriminators.{group}: presets produce data, not logits; "
-                         "give a network from `networks:` or a layer list")
+        raise BuildError(
+            f"objective.discriminators.{group}: presets produce data, not logits; "
+            "give a network from `networks:` or a layer list"
+        )
     plan = network_plan(layers, inputs)
     out = plan_out_shape(plan, inputs)
     if tuple(out) != (1,):

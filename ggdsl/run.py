@@ -94,7 +94,9 @@ class Run:
 
         return jax.jit(fn)
 
-    def sample(self, n: int, key: int | jax.Array = 0, *, fixed: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    def sample(
+        self, n: int, key: int | jax.Array = 0, *, fixed: Mapping[str, Any] | None = None
+    ) -> dict[str, np.ndarray]:
         """``n`` ancestral samples of every variable (per-step ones as (n, T, ...))."""
         fixed_nodes = {k: jnp.asarray(v) for k, v in (fixed or {}).items()}
         values = self._sample_fn(self.state["g_params"], self.state["g_rest"], as_key(key), int(n), fixed_nodes)
@@ -115,8 +117,10 @@ class Run:
             var = self.spec.model[name]
             expected = ((self.spec.time.steps,) if var.steps else ()) + tuple(var.shape)
             if tuple(batch[name].shape[1:]) != expected:
-                raise EvalError(f"infer: '{name}' has shape {tuple(batch[name].shape)}, expected (n, "
-                                f"{', '.join(map(str, expected))})")
+                raise EvalError(
+                    f"infer: '{name}' has shape {tuple(batch[name].shape)}, expected (n, "
+                    f"{', '.join(map(str, expected))})"
+                )
         latents, probs = self._infer_fn(self.state["g_params"], self.state["g_rest"], batch, as_key(key))
         out = stack_steps(self.compiled, latents)
         analysis = self.compiled.plan.analysis

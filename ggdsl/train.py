@@ -67,8 +67,11 @@ def model_part(spec: Spec) -> dict[str, Any]:
     """The part of a spec that defines the model (a resume must not change it)."""
     full = spec.to_dict()
     return {k: v for k, v in full.items() if k not in ("train", "eval", "name")} | {
-        "train": {k: full["train"][k] for k in ("optimizer", "critic_optimizer", "critic_steps", "seed",
-                                                 "batch_size") if k in full["train"]}
+        "train": {
+            k: full["train"][k]
+            for k in ("optimizer", "critic_optimizer", "critic_steps", "seed", "batch_size")
+            if k in full["train"]
+        }
     }
 
 
@@ -122,13 +125,19 @@ def compile_and_train(
         spec = load_spec(run.spec_path, overrides=overrides)
         if model_part(saved) != model_part(spec):
             changed = sorted(k for k in model_part(spec) if model_part(spec).get(k) != model_part(saved).get(k))
-            raise TrainError(f"--resume {resume}: the overrides change the model ({', '.join(changed)}); "
-                             "only training-loop settings (steps, logging, evaluation) may change on resume")
+            raise TrainError(
+                f"--resume {resume}: the overrides change the model ({', '.join(changed)}); "
+                "only training-loop settings (steps, logging, evaluation) may change on resume"
+            )
         if overrides:
             run.write_spec(spec.to_yaml())
     else:
         if spec is None:
             raise TrainError("compile_and_train needs a spec or resume=RUN_DIR")
+        if isinstance(spec, str) and "\n" not in spec:
+            from ggdsl.cli import resolve_spec_path
+
+            spec = resolve_spec_path(spec)  # a bundled spec's name, as the docstring shows
         if not isinstance(spec, Spec):
             spec = load_spec(spec, overrides=overrides)
         elif overrides:
@@ -165,8 +174,9 @@ def _train(spec: Spec, run: RunDir, resuming: bool, progress: bool, evaluate_at_
         previous_handler = None
 
     def checkpoint(at: int) -> None:
-        run.save_checkpoint(at, flatten_state(state), {"step": at, "data": feed.state() or batches.state(),
-                                                       "time": time.time()})
+        run.save_checkpoint(
+            at, flatten_state(state), {"step": at, "data": feed.state() or batches.state(), "time": time.time()}
+        )
 
     bar = _Progress(train_cfg.steps, start) if progress else None
     step = start
@@ -184,8 +194,10 @@ def _train(spec: Spec, run: RunDir, resuming: bool, progress: bool, evaluate_at_
                 t_log, s_log = now, step
                 bad = [k for k, v in last.items() if not np.isfinite(v)]
                 if bad:
-                    raise TrainError(f"step {step}: non-finite {', '.join(bad)}; the last good checkpoint is kept "
-                                     f"in {run.checkpoints_dir}")
+                    raise TrainError(
+                        f"step {step}: non-finite {', '.join(bad)}; the last good checkpoint is kept "
+                        f"in {run.checkpoints_dir}"
+                    )
                 run.append_metrics({"step": step, "steps_per_s": rate, **last})
                 if bar is not None:
                     bar.update(step, rate, last)
@@ -244,8 +256,12 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"), transient=False,
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            transient=False,
         )
         self.task = self.progress.add_task("train", total=total, completed=start, info="")
         self.progress.start()

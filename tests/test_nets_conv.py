@@ -19,21 +19,37 @@ def _relative(a, b):
     return float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-12))
 
 
-def _check_grads(op, x, w, stride, padding):
-    def loss(impl):
-        return lambda x, w: jnp.sum(jnp.sin(op(x, w, stride, padding, impl=impl)))
+def _apply(op, stride, padding, impl):
+    return jax.jit(lambda x, w: op(x, w, stride, padding, impl=impl))
 
-    ours = jax.grad(loss("im2col"), argnums=(0, 1))(x, w)
-    reference = jax.grad(loss("lax"), argnums=(0, 1))(x, w)
-    for a, b in zip(ours, reference, strict=True):
+
+def _output_and_grads(op, x, w, stride, padding, impl):
+    """One compiled call: the output and the gradients of sum(sin(output))."""
+
+    def loss(x, w):
+        out = op(x, w, stride, padding, impl=impl)
+        return jnp.sum(jnp.sin(out)), out
+
+    grad = jax.grad(loss, argnums=(0, 1), has_aux=True)
+    grads, out = jax.jit(grad)(x, w)
+    return out, grads
+
+
+def _check(op, x, w, stride, padding):
+    """im2col against lax: outputs within 1e-5, gradients within 1e-3 relative."""
+    ours, our_grads = _output_and_grads(op, x, w, stride, padding, "im2col")
+    reference, reference_grads = _output_and_grads(op, x, w, stride, padding, "lax")
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-5)
+    for a, b in zip(our_grads, reference_grads, strict=True):
         assert _relative(a, b) < 1e-3
+    return ours
 
 
 CONV_CASES = [
     ((2, 28, 28, 1), (5, 5, 1, 64), 2, "same"),  # MNIST D layer 1
     ((2, 14, 14, 64), (5, 5, 64, 128), 2, "same"),  # MNIST D layer 2
     ((2, 32, 32, 3), (5, 5, 3, 64), 2, "same"),  # SVHN D layer 1
-    ((2, 8, 8, 16), (5, 5, 16, 8), 2, "same"),
     ((2, 9, 9, 3), (3, 3, 3, 4), 1, "same"),
     ((2, 9, 7, 3), (4, 4, 3, 4), 3, "same"),
     ((2, 11, 11, 2), (5, 5, 2, 3), 2, "valid"),
@@ -44,11 +60,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", CONV_CASES)
 def test_conv2d_matches_lax(x_shape, w_shape, stride, padding):
     x, w = _arrays(x_shape, w_shape)
-    ours = conv2d(x, w, stride, padding, impl="im2col")
-    reference = conv2d(x, w, stride, padding, impl="lax")
-    assert ours.shape == reference.shape
-    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-5)
-    _check_grads(conv2d, x, w, stride, padding)
+    _check(conv2d, x, w, stride, padding)
 
 
 DECONV_CASES = [
@@ -66,33 +78,26 @@ DECONV_CASES = [
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, out_hw", DECONV_CASES)
 def test_conv_transpose2d_matches_lax(x_shape, w_shape, stride, padding, out_hw):
     x, w = _arrays(x_shape, w_shape)
-    ours = conv_transpose2d(x, w, stride, padding, impl="im2col")
-    reference = conv_transpose2d(x, w, stride, padding, impl="lax")
+    ours = _check(conv_transpose2d, x, w, stride, padding)
     assert ours.shape == (x_shape[0], *out_hw, w_shape[-1])
-    assert reference.shape == ours.shape
-    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-5)
-    _check_grads(conv_transpose2d, x, w, stride, padding)
 
 
 def test_conv_transpose_is_the_adjoint_of_strided_conv():
     x, w = _arrays((2, 7, 7, 8), (5, 5, 8, 4))
     y = jax.random.normal(jax.random.key(3), (2, 14, 14, 4))
     # <conv_transpose(x), y> == <x, conv(y)> with the channel axes of the kernel swapped
-    left = jnp.vdot(conv_transpose2d(x, w, 2, impl="im2col"), y)
+    left = jnp.vdot(_apply(conv_transpose2d, 2, "same", "im2col")(x, w), y)
     right = jnp.vdot(x, conv2d(y, jnp.swapaxes(w, 2, 3), 2, impl="lax"))
     np.testing.assert_allclose(left, right, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
     "x_shape, w_shape, stride",
-    [((2, 4, 16, 16, 3), (4, 4, 4, 3, 8), 2), ((1, 3, 8, 8, 2), (3, 3, 3, 2, 4), 1)],
+    [((1, 4, 8, 8, 2), (4, 4, 4, 2, 4), 2), ((1, 3, 6, 6, 2), (2, 2, 2, 2, 4), 1)],
 )
 def test_conv3d_matches_lax(x_shape, w_shape, stride):
     x, w = _arrays(x_shape, w_shape)
-    ours = conv3d(x, w, stride, impl="im2col")
-    reference = conv3d(x, w, stride, impl="lax")
-    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-5)
-    _check_grads(conv3d, x, w, stride, "same")
+    _check(conv3d, x, w, stride, "same")
 
 
 def test_impl_choice():

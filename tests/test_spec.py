@@ -129,8 +129,9 @@ def test_builder_gives_the_same_spec_as_yaml():
 def test_builder_time_and_prev():
     b = ModelBuilder("chain")
     b.time(3)
-    v = b.implicit("v", shape=[2], given=[], net="transition", noise=2, steps=True,
-                   first={"type": "normal", "shape": [2]})
+    v = b.implicit(
+        "v", shape=[2], given=[], net="transition", noise=2, steps=True, first={"type": "normal", "shape": [2]}
+    )
     b._raw["model"]["v"]["given"] = [v.prev]
     b.implicit("x", shape=[4], given=[v], net="mlp_generator", steps=True, observed=True)
     spec = b.build()
@@ -138,8 +139,12 @@ def test_builder_time_and_prev():
 
 
 def test_order_in_file_does_not_matter():
-    a = load_spec("name: a\nmodel:\n  z: {type: normal}\n  x: {type: implicit, given: [z], net: linear, observed: true}\n")
-    b = load_spec("name: a\nmodel:\n  x: {type: implicit, given: [z], net: linear, observed: true}\n  z: {type: normal}\n")
+    a = load_spec(
+        "name: a\nmodel:\n  z: {type: normal}\n  x: {type: implicit, given: [z], net: linear, observed: true}\n"
+    )
+    b = load_spec(
+        "name: a\nmodel:\n  x: {type: implicit, given: [z], net: linear, observed: true}\n  z: {type: normal}\n"
+    )
     assert a == b
 
 
@@ -150,13 +155,16 @@ def _errors(text: str) -> list[str]:
 
 
 def test_unknown_parent_names_path_and_line():
-    errors = _errors("name: a\nmodel:\n  k: {type: categorical, classes: 3}\n  h: {type: normal, given: [z], net: linear}\n")
+    errors = _errors(
+        "name: a\nmodel:\n  k: {type: categorical, classes: 3}\n  h: {type: normal, given: [z], net: linear}\n"
+    )
     assert errors == ["<string>:4: model.h.given[0]: unknown variable 'z' (known: k)"]
 
 
 def test_all_errors_reported_at_once_with_lines(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         name: bad
         colour: blue
         model:
@@ -164,46 +172,55 @@ def test_all_errors_reported_at_once_with_lines(tmp_path):
           h: {type: normal, shape: [16], given: [k, z], net: linear}
           x: {type: implicit, shape: [8, 8, 1], given: [h], net: mlp_generator, observed: true}
         train: {batch_size: -3}
-        """))
+        """)
+    )
     with pytest.raises(SpecError) as info:
         load_spec(path)
     got = [(p.line, p.path) for p in info.value.problems]
     assert got == [(2, "colour"), (4, "model.k.classes"), (5, "model.h.given[1]"), (7, "train.batch_size")]
-    assert str(info.value).splitlines()[0] == f"{path}:2: colour: unknown top-level key 'colour' " \
+    assert (
+        str(info.value).splitlines()[0] == f"{path}:2: colour: unknown top-level key 'colour' "
         "(known: data, eval, inference, model, name, networks, objective, time, train)"
+    )
 
 
 def test_cycle_names_variables_and_lines():
-    errors = _errors(textwrap.dedent("""\
+    errors = _errors(
+        textwrap.dedent("""\
         name: cyc
         model:
           a: {type: normal, given: [c], net: linear}
           b: {type: normal, given: [a], net: linear}
           c: {type: normal, given: [b], net: linear}
-        """))
+        """)
+    )
     assert len(errors) == 1
     assert "cycle: a -> b -> c -> a" in errors[0]
     assert "a (line 3), b (line 4), c (line 5)" in errors[0]
 
 
 def test_missing_observed_in_data():
-    errors = _errors(textwrap.dedent("""\
+    errors = _errors(
+        textwrap.dedent("""\
         name: a
         data: {source: digits, observe: {}}
         model:
           z: {type: normal}
           x: {type: implicit, given: [z], net: linear, observed: true}
-        """))
+        """)
+    )
     assert errors == ["<string>:2: data.observe: observed variable 'x' has no data; add `x: <feature>`"]
 
 
 def test_previous_step_needs_first_and_time():
-    errors = _errors(textwrap.dedent("""\
+    errors = _errors(
+        textwrap.dedent("""\
         name: a
         time: {steps: 3}
         model:
           v: {type: implicit, steps: true, shape: [2], given: ["v[t-1]"], net: transition, noise: 2}
-        """))
+        """)
+    )
     assert len(errors) == 1 and "model.v.first" in errors[0] and "add `first:`" in errors[0]
     errors = _errors("name: a\nmodel:\n  v: {type: normal, steps: true}\n")
     assert errors == ["<string>:3: model.v.steps: steps: true needs a time plate: add `time: {steps: T}`"]
@@ -237,13 +254,15 @@ def test_bundled_specs_validate_and_round_trip(path):
 
 def test_validate_cli_three_mistakes(tmp_path, capsys):
     path = tmp_path / "three.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         name: three
         model:
           k: {type: categorical, classes: 10}
           h: {type: normall, shape: [16]}
           x: {type: implicit, shape: [8, 8, 1], given: [h, q], net: mlp_generator, observed: yes_please}
-        """))
+        """)
+    )
     assert main(["validate", str(path)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [
@@ -256,8 +275,9 @@ def test_validate_cli_three_mistakes(tmp_path, capsys):
 def test_validate_cli_ok(capsys):
     assert main(["validate", "gmgan_digits"]) == 0
     out = capsys.readouterr().out
-    assert out.strip().endswith("gmgan-digits: 3 variables (1 observed), 3 nodes unrolled, q inverse (1 exact), "
-                                "2 local factors in 2 groups")
+    assert out.strip().endswith(
+        "gmgan-digits: 3 variables (1 observed), 3 nodes unrolled, q inverse (1 exact), 2 local factors in 2 groups"
+    )
 
 
 def test_front_end_imports_no_jax(tmp_path):
@@ -277,13 +297,43 @@ def test_front_end_imports_no_jax(tmp_path):
 # -- fuzzing: nonsense never escapes as anything but GGDSLError ---------------------------------
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
-    st.floats(allow_nan=True), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
 )
 keys = st.one_of(
-    st.sampled_from(["name", "model", "data", "time", "type", "given", "shape", "net", "classes",
-                     "observed", "steps", "first", "train", "source", "observe", "noise", "std",
-                     "inference", "objective", "networks", "eval", "dense", "k", "h", "x", "v"]),
+    st.sampled_from(
+        [
+            "name",
+            "model",
+            "data",
+            "time",
+            "type",
+            "given",
+            "shape",
+            "net",
+            "classes",
+            "observed",
+            "steps",
+            "first",
+            "train",
+            "source",
+            "observe",
+            "noise",
+            "std",
+            "inference",
+            "objective",
+            "networks",
+            "eval",
+            "dense",
+            "k",
+            "h",
+            "x",
+            "v",
+        ]
+    ),
     st.text(min_size=1, max_size=8),
 )
 values = st.recursive(

@@ -52,7 +52,7 @@ def _inferred(run: Run, cache: dict) -> dict[str, np.ndarray]:
     if "inferred" not in cache:
         x, _ = _test_data(run, cache)
         n = len(next(iter(x.values())))
-        parts = [run.infer({k: v[i:i + EVAL_BATCH] for k, v in x.items()}, key=i) for i in range(0, n, EVAL_BATCH)]
+        parts = [run.infer({k: v[i : i + EVAL_BATCH] for k, v in x.items()}, key=i) for i in range(0, n, EVAL_BATCH)]
         cache["inferred"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return cache["inferred"]
 
@@ -111,7 +111,7 @@ def _reconstruction(run: Run, cache: dict) -> tuple[np.ndarray, np.ndarray]:
         n = len(x[name])
         outs = []
         for i in range(0, n, EVAL_BATCH):
-            batch = {k: jnp.asarray(v[i:i + EVAL_BATCH]) for k, v in x.items()}
+            batch = {k: jnp.asarray(v[i : i + EVAL_BATCH]) for k, v in x.items()}
             values = fn(run.state["g_params"], run.state["g_rest"], batch, jax.random.key(i))
             from ggdsl.run import stack_steps
 
@@ -141,8 +141,10 @@ def video_reconstruction(run: Run, cache: dict) -> dict[str, Any]:
     per_frame = np.mean((x - recon) ** 2, axis=(0, 2, 3, 4))
     rows = np.stack([x[:4], recon[:4]], axis=1).reshape(-1, *x.shape[1:])
     frame_strip(rows, str(run.dir.figures_dir / "video_reconstruction.png"), run.spec.data.range)
-    return {"video_reconstruction_mse": float(per_frame.mean()),
-            "video_reconstruction_mse_per_frame": [float(v) for v in per_frame]}
+    return {
+        "video_reconstruction_mse": float(per_frame.mean()),
+        "video_reconstruction_mse_per_frame": [float(v) for v in per_frame],
+    }
 
 
 @register_evaluation("samples")
@@ -156,7 +158,9 @@ def samples(run: Run, cache: dict) -> dict[str, Any]:
     if k is not None and not run.spec.model[k].given:
         classes = min(int(run.spec.model[k].get("classes")), 30)
         per = 8
-        onehots = jnp.asarray(np.repeat(np.eye(int(run.spec.model[k].get("classes")))[:classes], per, axis=0), jnp.float32)
+        onehots = jnp.asarray(
+            np.repeat(np.eye(int(run.spec.model[k].get("classes")))[:classes], per, axis=0), jnp.float32
+        )
         drawn = run.sample(classes * per, key=run.step, fixed={k: onehots})[name]
         if drawn.ndim == 4:
             component_grid(drawn.reshape(classes, per, *drawn.shape[1:]), str(path), value_range)
@@ -182,7 +186,7 @@ def interpolation(run: Run, cache: dict) -> dict[str, Any]:
     codes = _inferred(run, cache)[h]
     rows, steps = 6, 10
     alphas = np.linspace(0, 1, steps)[None, :, None]
-    path_codes = codes[:rows, None] * (1 - alphas) + codes[rows:2 * rows, None] * alphas
+    path_codes = codes[:rows, None] * (1 - alphas) + codes[rows : 2 * rows, None] * alphas
     flat = path_codes.reshape(rows * steps, -1).astype(np.float32)
     images = run.sample(rows * steps, key=0, fixed={h: jnp.asarray(flat)})[name]
     out = run.dir.figures_dir / "interpolation.png"
@@ -223,8 +227,10 @@ def factor_divergences(run: Run, cache: dict) -> dict[str, Any]:
         return {g: 0.5 * (jnp.mean(lq[g] > 0) + jnp.mean(lp[g] < 0)) for g in lq}
 
     n = min(len(next(iter(x.values()))), 2000)
-    accs = [fn(run.state, {k: jnp.asarray(v[i:i + EVAL_BATCH]) for k, v in x.items()}, jax.random.key(i))
-            for i in range(0, n, EVAL_BATCH)]
+    accs = [
+        fn(run.state, {k: jnp.asarray(v[i : i + EVAL_BATCH]) for k, v in x.items()}, jax.random.key(i))
+        for i in range(0, n, EVAL_BATCH)
+    ]
     return {f"factor_accuracy/{g}": float(np.mean([float(a[g]) for a in accs])) for g in accs[0]}
 
 

@@ -233,9 +233,7 @@ def _known_kinds() -> str:
 
 def _check_layer(obj: Any) -> tuple[Layer | None, list[tuple[str, str]]]:
     if not isinstance(obj, Mapping):
-        return None, [
-            ("", f"expected a mapping like {{dense: 512}}, got {type(obj).__name__} {_show(obj)}")
-        ]
+        return None, [("", f"expected a mapping like {{dense: 512}}, got {type(obj).__name__} {_show(obj)}")]
     bad_keys = [key for key in obj if not isinstance(key, str)]
     if bad_keys:
         return None, [("", f"layer keys must be strings, got {_show(bad_keys[0])}")]
@@ -318,9 +316,7 @@ def _as_image(layer: Layer, shape: Shape) -> Shape:
         frames, height, width, channels = shape
         return (height, width, frames * channels)
     if len(shape) != 3:
-        raise ValueError(
-            f"{layer.kind} expects an image (H, W, C), got shape {shape}; add a reshape before it"
-        )
+        raise ValueError(f"{layer.kind} expects an image (H, W, C), got shape {shape}; add a reshape before it")
     return shape
 
 
@@ -343,9 +339,7 @@ def _conv_params(layer: Layer, shape: Shape) -> int:
 
 def _deconv_shape(layer: Layer, shape: Shape) -> Shape:
     if len(shape) != 3:
-        raise ValueError(
-            f"deconv expects an image (H, W, C), got shape {shape}; add a reshape before it"
-        )
+        raise ValueError(f"deconv expects an image (H, W, C), got shape {shape}; add a reshape before it")
     height, width, _ = shape
     kernel, stride = layer_option(layer, "kernel"), layer_option(layer, "stride")
     padding = layer_option(layer, "padding")
@@ -372,9 +366,7 @@ def _conv3d_params(layer: Layer, shape: Shape) -> int:
 def _reshape_shape(layer: Layer, shape: Shape) -> Shape:
     target = tuple(int(n) for n in layer.value)
     if _size(target) != _size(shape):
-        raise ValueError(
-            f"cannot reshape {shape} ({_size(shape)} values) to {target} ({_size(target)} values)"
-        )
+        raise ValueError(f"cannot reshape {shape} ({_size(shape)} values) to {target} ({_size(target)} values)")
     return target
 
 
@@ -408,30 +400,40 @@ def _conv_keys(kernel: int) -> dict[str, Option]:
 
 
 register_layer_kind(
-    "dense", value=positive_int, keys=_ACT_KEYS, out_shape=_dense_shape,
-    param_count=_dense_params, doc="fully connected layer of n units",
-)  # fmt: skip
-register_layer_kind(
-    "conv", value=positive_int, keys=_conv_keys(5), out_shape=_conv_shape,
-    param_count=_conv_params, doc="2-D convolution with c output channels",
-)  # fmt: skip
-register_layer_kind(
-    "deconv", value=positive_int, keys=_conv_keys(5), out_shape=_deconv_shape,
-    param_count=_conv_params, doc="2-D transposed convolution with c output channels",
-)  # fmt: skip
-register_layer_kind(
-    "conv3d", value=positive_int, keys=_conv_keys(4), out_shape=_conv3d_shape,
-    param_count=_conv3d_params, doc="3-D convolution over (T, H, W) with c output channels",
-)  # fmt: skip
-register_layer_kind(
-    "reshape", value=int_list(), out_shape=_reshape_shape, doc="reshape to the given shape"
+    "dense",
+    value=positive_int,
+    keys=_ACT_KEYS,
+    out_shape=_dense_shape,
+    param_count=_dense_params,
+    doc="fully connected layer of n units",
 )
 register_layer_kind(
-    "flatten", value=null_or_true, out_shape=_flatten_shape, doc="flatten to a vector"
+    "conv",
+    value=positive_int,
+    keys=_conv_keys(5),
+    out_shape=_conv_shape,
+    param_count=_conv_params,
+    doc="2-D convolution with c output channels",
 )
 register_layer_kind(
-    "crop", value=int_list(2), out_shape=_crop_shape, doc="centre-crop the spatial axes to [h, w]"
+    "deconv",
+    value=positive_int,
+    keys=_conv_keys(5),
+    out_shape=_deconv_shape,
+    param_count=_conv_params,
+    doc="2-D transposed convolution with c output channels",
 )
+register_layer_kind(
+    "conv3d",
+    value=positive_int,
+    keys=_conv_keys(4),
+    out_shape=_conv3d_shape,
+    param_count=_conv3d_params,
+    doc="3-D convolution over (T, H, W) with c output channels",
+)
+register_layer_kind("reshape", value=int_list(), out_shape=_reshape_shape, doc="reshape to the given shape")
+register_layer_kind("flatten", value=null_or_true, out_shape=_flatten_shape, doc="flatten to a vector")
+register_layer_kind("crop", value=int_list(2), out_shape=_crop_shape, doc="centre-crop the spatial axes to [h, w]")
 register_layer_kind("dropout", value=rate, doc="dropout with the given rate (training only)")
 
 

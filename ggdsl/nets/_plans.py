@@ -98,9 +98,7 @@ def _branch_context(plan: Plan, index: int) -> str:
     return f"branch {index} ({', '.join(plan.branches[index].inputs)})"
 
 
-def plan_shapes(
-    plan: Plan, inputs: Mapping[str, Sequence[int]]
-) -> tuple[tuple[list[Shape], ...], list[Shape]]:
+def plan_shapes(plan: Plan, inputs: Mapping[str, Sequence[int]]) -> tuple[tuple[list[Shape], ...], list[Shape]]:
     """Every intermediate shape: one list per branch, then the head's list.
 
     Each list starts with the shape its first layer sees (see :func:`network_shapes`).
@@ -211,9 +209,7 @@ def conv_tower(shape: Sequence[int], *, video: str = "concat") -> tuple[Layer, .
     three_d = video == "conv3d" and len(shape) == 4
     options = FrozenDict(kernel=4 if three_d else 5, stride=2, act="leaky_relu", alpha=0.2)
     kind = "conv3d" if three_d else "conv"
-    channels = [
-        max(TOWER_MIN_CHANNELS, TOWER_TOP_CHANNELS >> (depth - 1 - i)) for i in range(depth)
-    ]
+    channels = [max(TOWER_MIN_CHANNELS, TOWER_TOP_CHANNELS >> (depth - 1 - i)) for i in range(depth)]
     return (*(Layer(kind, c, options) for c in channels), Layer("flatten", None))
 
 
@@ -248,9 +244,7 @@ def discriminator_plan(inputs: Mapping[str, Sequence[int]], *, video: str = "con
     return Plan(tuple(branches), (_lrelu(HIDDEN_UNITS), Layer("dense", 1)))
 
 
-def extractor_plan(
-    inputs: Mapping[str, Sequence[int]], out_shape: Sequence[int], *, video: str = "concat"
-) -> Plan:
+def extractor_plan(inputs: Mapping[str, Sequence[int]], out_shape: Sequence[int], *, video: str = "concat") -> Plan:
     """An extractor (recognition network) producing ``out_shape`` from ``inputs``.
 
     Images only: conv tower, then a linear dense to the output (Table 1 right, Table 4

@@ -122,8 +122,7 @@ def _image_generator(
 ) -> tuple[Layer, ...]:
     if len(out_shape) != 3 or out_shape[:2] != (size, size):
         raise BuildError(
-            f"preset {name!r} produces {size}x{size}xC images (shape ({size}, {size}, C)), "
-            f"not {out_shape}"
+            f"preset {name!r} produces {size}x{size}xC images (shape ({size}, {size}, C)), not {out_shape}"
         )
     hidden = [_layer("deconv", c, kernel=5, stride=2, act="relu", norm="batch") for c in channels]
     out = _layer("deconv", out_shape[2], kernel=5, stride=2, act=output_activation(data_range))
@@ -134,9 +133,7 @@ def _image_generator(
     return layers
 
 
-def _image_extractor(
-    name: str, out_shape: Shape, channels: Sequence[int], norm_from: int = 99
-) -> tuple[Layer, ...]:
+def _image_extractor(name: str, out_shape: Shape, channels: Sequence[int], norm_from: int = 99) -> tuple[Layer, ...]:
     tower = tuple(
         _layer("conv", c, kernel=5, stride=2, act="leaky_relu", alpha=0.2)
         if i < norm_from
@@ -151,8 +148,7 @@ def mlp_generator(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, ...]:
     """Dense 512 ReLU twice, then dense to ``prod(out_shape)`` with the range's activation."""
     out_shape = _vector_out("mlp_generator", out_shape)
     act = output_activation(data_range)
-    return (_layer("dense", 512, act="relu"), _layer("dense", 512, act="relu"),
-            *_dense_out(out_shape, act))  # fmt: skip
+    return (_layer("dense", 512, act="relu"), _layer("dense", 512, act="relu"), *_dense_out(out_shape, act))
 
 
 @register_preset("mlp_extractor")
@@ -178,20 +174,42 @@ def transition(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, ...]:
 
 @register_preset("generator28")
 def generator28(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, ...]:
-    """MNIST generator: dense 1024, dense 7*7*128, deconv 64, deconv C (28x28xC)."""
-    stem = (
-        _layer("dense", 1024, act="relu", norm="batch"),
-        _layer("dense", 7 * 7 * 128, act="relu", norm="batch"),
-        _layer("reshape", (7, 7, 128)),
+    """The paper's MNIST generator (SPEC section 7): dense 4096, reshape 4x4x256, deconv 128,
+    crop to 7x7, deconv 64, deconv C, batch norm on the hidden layers (28x28xC)."""
+    if len(out_shape) != 3 or out_shape[:2] != (28, 28):
+        raise BuildError(f"preset 'generator28' produces 28x28xC images (shape (28, 28, C)), not {out_shape}")
+    return (
+        _layer("dense", 4096, act="relu", norm="batch"),
+        _layer("reshape", (4, 4, 256)),
+        _layer("deconv", 128, kernel=5, stride=2, act="relu", norm="batch"),
+        _layer("crop", (7, 7)),
+        _layer("deconv", 64, kernel=5, stride=2, act="relu", norm="batch"),
+        _layer("deconv", out_shape[2], kernel=5, stride=2, act=output_activation(data_range)),
     )
-    return _image_generator("generator28", out_shape, data_range, stem, (64,), 28)
 
 
 @register_preset("extractor28")
 def extractor28(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, ...]:
-    """MNIST extractor: conv 64, conv 128 (batch norm), flatten, dense 1024, linear out."""
-    conv = _image_extractor("extractor28", out_shape, (64, 128), norm_from=1)
-    return (*conv[:3], _lrelu(1024), *conv[3:])
+    """The paper's MNIST extractor (Table 1 on 28x28): conv 64, 128, 256 (stride 2, leaky
+    ReLU 0.2), flatten, linear out."""
+    return _image_extractor("extractor28", out_shape, (64, 128, 256))
+
+
+@register_preset("encoder28")
+def encoder28(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, ...]:
+    """Another name for :func:`extractor28`."""
+    return extractor28(out_shape, data_range=data_range)
+
+
+@register_preset("frame_generator")
+def frame_generator(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, ...]:
+    """The frame generator of Table 3 for the frame size asked for (64x64, or 32x32 / 28x28
+    through the DCGAN and MNIST generators)."""
+    size = out_shape[0] if len(out_shape) == 3 else None
+    chosen = {64: "frame_generator_64", 32: "dcgan_generator_32", 28: "generator28"}.get(size)
+    if chosen is None:
+        raise BuildError(f"preset 'frame_generator' makes 28x28, 32x32 or 64x64 frames, not {out_shape}")
+    return PRESETS[chosen](out_shape, data_range=data_range)
 
 
 def _dcgan_stem(size: int, channels: int) -> tuple[Layer, ...]:
@@ -204,9 +222,7 @@ def _dcgan_stem(size: int, channels: int) -> tuple[Layer, ...]:
 @register_preset("dcgan_generator_32")
 def dcgan_generator_32(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, ...]:
     """Table 1 left (SVHN, CIFAR10): dense 4096, 4x4x256, deconv 128, 64, C (32x32xC)."""
-    return _image_generator(
-        "dcgan_generator_32", out_shape, data_range, _dcgan_stem(4, 256), (128, 64), 32
-    )
+    return _image_generator("dcgan_generator_32", out_shape, data_range, _dcgan_stem(4, 256), (128, 64), 32)
 
 
 @register_preset("dcgan_extractor_32")
@@ -218,9 +234,7 @@ def dcgan_extractor_32(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, .
 @register_preset("dcgan_generator_64")
 def dcgan_generator_64(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, ...]:
     """CelebA 64x64: dense 4*4*512, deconv 256, 128, 64, C."""
-    return _image_generator(
-        "dcgan_generator_64", out_shape, data_range, _dcgan_stem(4, 512), (256, 128, 64), 64
-    )
+    return _image_generator("dcgan_generator_64", out_shape, data_range, _dcgan_stem(4, 512), (256, 128, 64), 64)
 
 
 @register_preset("dcgan_extractor_64")
@@ -232,9 +246,7 @@ def dcgan_extractor_64(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, .
 @register_preset("frame_generator_64")
 def frame_generator_64(out_shape: Shape, *, data_range=(0, 1)) -> tuple[Layer, ...]:
     """Table 3 left (3D chairs frames): dense 4096, 4x4x256, deconv 128, 64, 32, C."""
-    return _image_generator(
-        "frame_generator_64", out_shape, data_range, _dcgan_stem(4, 256), (128, 64, 32), 64
-    )
+    return _image_generator("frame_generator_64", out_shape, data_range, _dcgan_stem(4, 256), (128, 64, 32), 64)
 
 
 @register_preset("frame_extractor_64")

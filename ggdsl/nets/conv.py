@@ -122,9 +122,9 @@ def conv(
     pads = _padding_pairs(x.shape[1:-1], w.shape[:ndim], strides, padding)
     if resolve_impl(impl) == "im2col":
         return _im2col(x, w, strides, pads)
-    return lax.conv_general_dilated(
-        x, w, strides, pads, dimension_numbers=_DIMENSIONS[ndim]
-    ).astype(jnp.result_type(x, w))
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_DIMENSIONS[ndim]).astype(
+        jnp.result_type(x, w)
+    )
 
 
 def conv2d(
@@ -203,14 +203,9 @@ def conv_transpose2d(
             transpose_kernel=True,
         ).astype(jnp.result_type(x, w))
     kernel = w.shape[:2]
-    out = [
-        deconv_out_size(n, k, s, mode)
-        for n, k, s in zip(x.shape[1:3], kernel, strides, strict=True)
-    ]
+    out = [deconv_out_size(n, k, s, mode) for n, k, s in zip(x.shape[1:3], kernel, strides, strict=True)]
     pads = _padding_pairs(out, kernel, strides, mode)
     dtype = jnp.result_type(x, w)
     target = jax.ShapeDtypeStruct((x.shape[0], *out, w.shape[3]), dtype)
-    (y,) = jax.linear_transpose(
-        lambda image: _im2col(image, forward_kernel, strides, pads), target
-    )(x.astype(dtype))
+    (y,) = jax.linear_transpose(lambda image: _im2col(image, forward_kernel, strides, pads), target)(x.astype(dtype))
     return y

@@ -217,22 +217,16 @@ def _build_dropout(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, con
 class Block(nnx.Module):
     """One layer: its operation, then its ``norm``, then its ``act``."""
 
-    def __init__(
-        self, layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs: nnx.Rngs, conv_impl: str
-    ):
+    def __init__(self, layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs: nnx.Rngs, conv_impl: str):
         if layer.kind not in LAYER_BUILDERS:
             known = ", ".join(sorted(LAYER_BUILDERS))
             raise BuildError(f"no module for layer kind {layer.kind!r} (known: {known})")
-        self.op = LAYER_BUILDERS[layer.kind](
-            layer, in_shape, out_shape, rngs=rngs, conv_impl=conv_impl
-        )
+        self.op = LAYER_BUILDERS[layer.kind](layer, in_shape, out_shape, rngs=rngs, conv_impl=conv_impl)
         keys = LAYER_KINDS[layer.kind].keys
         norm = layer_option(layer, "norm") if "norm" in keys else "none"
         features = out_shape[-1] if out_shape else 1
         if norm == "batch":
-            self.norm = nnx.BatchNorm(
-                features, momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, rngs=rngs
-            )
+            self.norm = nnx.BatchNorm(features, momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, rngs=rngs)
         elif norm == "layer":
             self.norm = nnx.LayerNorm(features, epsilon=BATCH_NORM_EPSILON, rngs=rngs)
         else:
@@ -250,9 +244,7 @@ class Block(nnx.Module):
 
 
 def _blocks(layers: Sequence[Layer], shapes: Sequence[Shape], **kwargs: Any) -> nnx.List:
-    return nnx.List(
-        [Block(layer, shapes[i], shapes[i + 1], **kwargs) for i, layer in enumerate(layers)]
-    )
+    return nnx.List([Block(layer, shapes[i], shapes[i + 1], **kwargs) for i, layer in enumerate(layers)])
 
 
 class PlanNetwork(nnx.Module):
@@ -274,9 +266,7 @@ class PlanNetwork(nnx.Module):
         conv_impl: str = "auto",
     ):
         conv_ops.resolve_impl(conv_impl)
-        self.input_shapes = tuple(
-            (name, tuple(int(n) for n in shape)) for name, shape in inputs.items()
-        )
+        self.input_shapes = tuple((name, tuple(int(n) for n in shape)) for name, shape in inputs.items())
         branch_shapes, head_shapes = plan_shapes(plan, inputs)
         self.branch_inputs = tuple(branch.inputs for branch in plan.branches)
         self.branches = nnx.List(
@@ -351,9 +341,7 @@ class Network(PlanNetwork):
     ):
         super().__init__(network_plan(layers, inputs), inputs, rngs=rngs, conv_impl=conv_impl)
         if out_shape is not None and tuple(out_shape) != self.out_shape:
-            raise BuildError(
-                f"the network produces shape {self.out_shape}, expected {tuple(out_shape)}"
-            )
+            raise BuildError(f"the network produces shape {self.out_shape}, expected {tuple(out_shape)}")
 
 
 class Discriminator(PlanNetwork):

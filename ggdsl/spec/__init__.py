@@ -17,7 +17,21 @@ from ggdsl.spec.load import apply_overrides, load_spec, spec_from_dict
 from ggdsl.spec.schema import Key, register_node
 
 __all__ = [
-    "DataSpec", "FrozenDict", "InferenceSpec", "Key", "Layer", "ModelBuilder", "ObjectiveSpec",
-    "ParentRef", "Spec", "TimeSpec", "TrainSpec", "VarRef", "Variable", "apply_overrides",
-    "load_spec", "register_node", "spec_from_dict",
+    "DataSpec",
+    "FrozenDict",
+    "InferenceSpec",
+    "Key",
+    "Layer",
+    "ModelBuilder",
+    "ObjectiveSpec",
+    "ParentRef",
+    "Spec",
+    "TimeSpec",
+    "TrainSpec",
+    "VarRef",
+    "Variable",
+    "apply_overrides",
+    "load_spec",
+    "register_node",
+    "spec_from_dict",
 ]

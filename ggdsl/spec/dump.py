@@ -65,6 +65,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "divergence": objective.divergence,
         "loss": objective.loss,
         "reconstruction": objective.reconstruction,
+        "latent_reconstruction": objective.latent_reconstruction,
         "weights": thaw(objective.weights),
     }
     if objective.discriminators:

@@ -123,6 +123,7 @@ class ObjectiveSpec:
     divergence: str = "local"
     loss: str = "bce"
     reconstruction: float = 0.0
+    latent_reconstruction: float = 0.0
     weights: str | FrozenDict = "uniform"
     discriminators: FrozenDict = field(default_factory=FrozenDict)
 

@@ -198,8 +198,7 @@ class _Loader:
             if raw not in self.networks and raw not in preset_names():
                 self.error(
                     path,
-                    f"unknown network '{raw}' (networks: {_known(self.networks)}; "
-                    f"presets: {_known(preset_names())})",
+                    f"unknown network '{raw}' (networks: {_known(self.networks)}; presets: {_known(preset_names())})",
                 )
                 return None
             return raw
@@ -231,7 +230,8 @@ class _Loader:
             self.error(join(path, "steps"), "steps: true needs a time plate: add `time: {steps: T}`")
         if nested and steps:
             self.error(join(path, "steps"), "the first step is drawn once; remove `steps` here")
-        for key, message in node.check({**values, "given": given}):
+        # Checks see the parents as written, so an unknown parent is reported once, not twice.
+        for key, message in node.check({**values, "given": values.get("given") or given}):
             self.error(join(path, key), message)
         options = {}
         for key in node.keys:
@@ -249,9 +249,7 @@ class _Loader:
             else:
                 if isinstance(raw_first, Mapping) and "shape" not in raw_first and "shape" in values:
                     raw_first = {**raw_first, "shape": list(values["shape"])}
-                first = self._variable(
-                    name, raw_first, join(path, "first"), names=names, time=time, nested=True
-                )
+                first = self._variable(name, raw_first, join(path, "first"), names=names, time=time, nested=True)
                 if first is not None and first.shape != values.get("shape"):
                     self.error(
                         join(path, "first.shape"),
@@ -382,7 +380,7 @@ class _Loader:
         observe = raw.get("observe", {})
         if not isinstance(observe, Mapping):
             observe = {}
-        for var, feature in observe.items():
+        for var in observe:
             if model is not None and var not in model:
                 self.error(join("data.observe", var), f"unknown variable '{var}' (known: {_known(model)})")
             elif model is not None and not model[var].observed:
@@ -455,6 +453,7 @@ class _Loader:
             divergence=values.get("divergence", "local"),
             loss=values.get("loss", "bce"),
             reconstruction=values.get("reconstruction", 0.0),
+            latent_reconstruction=values.get("latent_reconstruction", 0.0),
             weights=weights,
             discriminators=freeze(parsed),
         )
@@ -511,9 +510,7 @@ def _check_factor_keys(spec: Spec, ctx: _Context) -> None:
                 ctx.error(join("objective.weights", name), f"unknown factor '{name}' (factors: {_known(factors)})")
     for name in spec.objective.discriminators:
         if name not in factors:
-            ctx.error(
-                join("objective.discriminators", name), f"unknown factor '{name}' (factors: {_known(factors)})"
-            )
+            ctx.error(join("objective.discriminators", name), f"unknown factor '{name}' (factors: {_known(factors)})")
 
 
 def _validate(raw: Any, file: str, lines: Mapping[str, int] | None, problems: list[Problem]) -> Spec:
@@ -610,6 +607,8 @@ def load_spec(source: str | os.PathLike | Mapping, *, overrides: Iterable[str] =
     elif isinstance(source, str):
         text, file = source, "<string>"
     else:
-        raise SpecError([Problem("<input>", None, "", f"expected a path, YAML text or a dict, got {type(source).__name__}")])
+        raise SpecError(
+            [Problem("<input>", None, "", f"expected a path, YAML text or a dict, got {type(source).__name__}")]
+        )
     raw, lines, problems = parse_yaml(text, file)
     return _validate(apply_overrides(raw, overrides), file, lines, problems)

@@ -281,6 +281,11 @@ OBJECTIVE_KEYS: dict[str, Key] = {
     "divergence": Key(check_choice("local", "global"), default="local", doc="local factors or one joint D"),
     "loss": Key(check_choice("bce"), default="bce", doc="the divergence estimate"),
     "reconstruction": Key(check_float(0.0), default=0.0, doc="weight of |x - G(E(x))|^2"),
+    "latent_reconstruction": Key(
+        check_float(0.0),
+        default=0.0,
+        doc="weight of recovering p's latents from its samples: |z - E(x)|^2, and cross-entropy for categoricals",
+    ),
     "weights": Key(lambda v: (v, None), default="uniform", doc="`uniform` or {factor: weight}"),
     "discriminators": Key(lambda v: (v, None), default={}, doc="per-factor network overrides"),
 }
@@ -301,9 +306,7 @@ TRAIN_KEYS: dict[str, Key] = {
     "log_every": Key(check_int(1), default=100, doc="steps between metric lines"),
     "eval_every": Key(check_int(1), default=5000, doc="steps between evaluations"),
     "checkpoint_every": Key(check_int(1), default=5000, doc="steps between checkpoints"),
-    "devices": Key(
-        check_any_of(check_choice("auto"), check_int(1, 1 << 16)), default="auto", doc="`auto` or a count"
-    ),
+    "devices": Key(check_any_of(check_choice("auto"), check_int(1, 1 << 16)), default="auto", doc="`auto` or a count"),
 }
 
 EVAL_NAMES: tuple[str, ...] = (
@@ -318,5 +321,13 @@ EVAL_NAMES: tuple[str, ...] = (
 )
 
 TOP_KEYS: tuple[str, ...] = (
-    "name", "data", "time", "model", "inference", "objective", "networks", "train", "eval",
+    "name",
+    "data",
+    "time",
+    "model",
+    "inference",
+    "objective",
+    "networks",
+    "train",
+    "eval",
 )

@@ -76,7 +76,10 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict[str, int], list[Problem]
 
     A syntax error raises :class:`SpecError` at once, with the line YAML reports.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as error:  # e.g. control characters, caught by the reader up front
+        raise SpecError([Problem(file, None, "", f"YAML: {error}")]) from None
     try:
         try:
             node = loader.get_single_node()

@@ -1,0 +1,198 @@
+"""A PyTorch (CPU, eager) twin of a bundled GMGAN spec's training step.
+
+Only the benchmark imports this module; ggdsl never imports torch. Layer sizes come from
+ggdsl's plan (pure Python, no JAX), so parameter counts match ``ggdsl explain``. Images are
+NCHW here; "same" padding is ``(k - 1) // 2`` (and ``output_padding = stride - 1`` for the
+transposed convolutions), which gives the shapes and FLOPs of TF's "same" (TF pads one more
+pixel at the end where the total is odd: a one-pixel shift, not a different model).
+
+Schedules (see ``_gmgan_jax_ref``): ``resample`` draws fresh samples for the generator
+update, as ggdsl does; ``fused`` is the DCGAN-example idiom, one generator/extractor pass
+reused (``detach()`` for the discriminator update). In both, the generator update turns
+``requires_grad`` off on the discriminators so their weight gradients are not computed,
+and the discriminator update samples under ``no_grad``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ggdsl.nets.shapes import input_kind, layer_option, plan_shapes
+from ggdsl.plan import ModelPlan, NetSpec
+
+
+class _Reshape(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        # NHWC (H, W, C) in the plan is (C, H, W) here.
+        self.shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
+class _Block(nn.Module):
+    def __init__(self, layer, in_shape, out_shape):
+        super().__init__()
+        kind = layer.kind
+        self.norm = self.act = None
+        self.flatten = kind == "dense"
+        if kind == "dense":
+            self.op = nn.Linear(math.prod(in_shape), int(layer.value))
+            nn.init.normal_(self.op.weight, 0.0, 1.0 / math.sqrt(math.prod(in_shape)))
+        elif kind in ("conv", "deconv"):
+            k, s = int(layer_option(layer, "kernel")), int(layer_option(layer, "stride"))
+            if layer_option(layer, "padding") != "same" or k % 2 == 0:
+                raise NotImplementedError("the torch twin handles odd kernels with same padding")
+            if kind == "conv":
+                self.op = nn.Conv2d(in_shape[-1], int(layer.value), k, s, padding=(k - 1) // 2)
+            else:
+                self.op = nn.ConvTranspose2d(in_shape[-1], int(layer.value), k, s, padding=(k - 1) // 2,
+                                             output_padding=s - 1)
+            nn.init.normal_(self.op.weight, 0.0, 0.02)
+        elif kind in ("reshape", "flatten"):
+            self.op = _Reshape(out_shape)
+            return
+        else:
+            raise NotImplementedError(f"the torch twin has no layer {kind!r}")
+        nn.init.zeros_(self.op.bias)
+        if layer_option(layer, "norm") == "batch":
+            bn = nn.BatchNorm1d if kind == "dense" else nn.BatchNorm2d
+            self.norm = bn(int(layer.value), eps=1e-5, momentum=0.1)
+        self.act = layer_option(layer, "act")
+        self.alpha = float(layer_option(layer, "alpha"))
+
+    def forward(self, x):
+        if self.flatten and x.ndim > 2:
+            x = x.flatten(1)
+        x = self.op(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.act == "relu":
+            return torch.relu(x)
+        if self.act == "leaky_relu":
+            return nn.functional.leaky_relu(x, self.alpha)
+        if self.act == "sigmoid":
+            return torch.sigmoid(x)
+        if self.act == "tanh":
+            return torch.tanh(x)
+        return x
+
+
+class TorchNet(nn.Module):
+    """One network of the plan: branches, combined, then the head."""
+
+    def __init__(self, net: NetSpec):
+        super().__init__()
+        branch_shapes, head_shapes = plan_shapes(net.plan, net.inputs)
+        self.branch_inputs = [b.inputs for b in net.plan.branches]
+        self.vector = [input_kind(net.inputs[b.inputs[0]]) == "vector" for b in net.plan.branches]
+        self.branches = nn.ModuleList(
+            nn.Sequential(*(_Block(l, s[i], s[i + 1]) for i, l in enumerate(b.layers)))
+            for b, s in zip(net.plan.branches, branch_shapes, strict=True)
+        )
+        self.head = nn.Sequential(*(_Block(l, head_shapes[i], head_shapes[i + 1]) for i, l in enumerate(net.plan.head)))
+
+    def forward(self, inputs):
+        features = []
+        for names, vector, branch in zip(self.branch_inputs, self.vector, self.branches, strict=True):
+            arrays = [inputs[n] for n in names]
+            if vector:
+                arrays = [a.flatten(1) for a in arrays]
+            features.append(branch(arrays[0] if len(arrays) == 1 else torch.cat(arrays, 1)))
+        x = features[0] if len(features) == 1 else torch.cat([f.flatten(1) for f in features], 1)
+        return self.head(x)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class TorchGMGAN:
+    """The twin; ``step(x)`` is one discriminator update and one generator update."""
+
+    def __init__(self, plan: ModelPlan, nodes: tuple[str, str, str], *, schedule: str = "resample", seed: int = 0):
+        torch.manual_seed(seed)
+        self.k, self.h, self.x = nodes
+        spec = plan.spec
+        self.classes = int(spec.model[self.k].get("classes"))
+        self.std = float(spec.model[self.h].get("std"))
+        self.temperature = float(spec.inference.temperature)
+        self.mu = TorchNet(plan.generators[self.h])
+        self.gen = TorchNet(plan.generators[self.x])
+        (self.ext_key,) = plan.extractors
+        self.ext = TorchNet(plan.extractors[self.ext_key])
+        self.discs = nn.ModuleDict({str(i): TorchNet(n) for i, n in enumerate(plan.discriminators.values())})
+        self.groups = list(plan.discriminators)
+        self.bindings = [n.bindings[0] for n in plan.discriminators.values()]
+        self.weights = [1.0 / len(self.groups)] * len(self.groups)
+        config = dict(spec.train.optimizer)
+        betas = (config.get("b1", 0.9), config.get("b2", 0.999))
+        g_params = [*self.mu.parameters(), *self.gen.parameters(), *self.ext.parameters()]
+        self.d_params = list(self.discs.parameters())
+        adam = {"lr": config["learning_rate"], "betas": betas, "eps": config.get("eps", 1e-8)}
+        self.g_opt = torch.optim.Adam(g_params, **adam)
+        self.d_opt = torch.optim.Adam(self.d_params, **adam)
+        self.schedule = schedule
+        self.eye = torch.eye(self.classes)
+        for module in (self.mu, self.gen, self.ext, self.discs):
+            module.train()
+
+    def param_counts(self) -> dict[str, int]:
+        counts = {f"generator {self.h}": _count(self.mu), f"generator {self.x}": _count(self.gen),
+                  f"extractor {self.ext_key}": _count(self.ext)}
+        counts.update({f"discriminator {g}": _count(self.discs[str(i)]) for i, g in enumerate(self.groups)})
+        return counts
+
+    def sample(self, x_data):
+        batch = x_data.shape[0]
+        h_q = self.ext({self.x: x_data})
+        means = self.mu({self.k: self.eye})
+        logits = -0.5 * ((h_q[:, None] - means[None]) / self.std).square().sum(-1)
+        uniform = torch.rand_like(logits).clamp_(1e-20, 1.0)
+        k_q = torch.softmax((logits - torch.log(-torch.log(uniform))) / self.temperature, -1)
+        k_p = nn.functional.one_hot(torch.randint(0, self.classes, (batch,)), self.classes).float()
+        h_p = self.mu({self.k: k_p}) + self.std * torch.randn(batch, means.shape[1])
+        x_p = self.gen({self.h: h_p})
+        return {self.x: x_data, self.h: h_q, self.k: k_q}, {self.x: x_p, self.h: h_p, self.k: k_p}
+
+    def logits(self, values):
+        return [self.discs[str(i)]({n: values[nodes[0]] for n, nodes in b.items()})[:, 0]
+                for i, b in enumerate(self.bindings)]
+
+    def d_update(self, q, p):
+        lq, lp = self.logits(q), self.logits(p)
+        softplus = nn.functional.softplus
+        loss = sum(w * (softplus(-a).mean() + softplus(b).mean()) for w, a, b in zip(self.weights, lq, lp, strict=True))
+        self.d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.d_opt.step()
+        return loss
+
+    def g_update(self, q, p):
+        for param in self.d_params:
+            param.requires_grad_(False)
+        lq, lp = self.logits(q), self.logits(p)
+        softplus = nn.functional.softplus
+        loss = sum(w * (softplus(-b) + softplus(a)) for w, a, b in zip(self.weights, lq, lp, strict=True)).mean()
+        self.g_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.g_opt.step()
+        for param in self.d_params:
+            param.requires_grad_(True)
+        return loss
+
+    def step(self, x_data):
+        if self.schedule == "resample":
+            with torch.no_grad():
+                q, p = self.sample(x_data)
+            d_loss = self.d_update(q, p)
+            q, p = self.sample(x_data)
+        else:
+            q, p = self.sample(x_data)
+            d_loss = self.d_update({n: v.detach() for n, v in q.items()}, {n: v.detach() for n, v in p.items()})
+        g_loss = self.g_update(q, p)
+        return d_loss, g_loss
