@@ -23,17 +23,18 @@ FORMATS = (".dot", ".svg", ".png", ".pdf")
 def _panels(spec: Spec, analysis: Analysis, plate: bool) -> dict[str, nx.DiGraph]:
     """The three graphs to draw; with ``plate``, copies of a template are folded into one."""
 
-    def name(node: str) -> str:
+    def name(node: str, *, keep_first: bool = True) -> str:
+        """A node's label: unrolled, or its template on the plate (p keeps a `first:` step apart)."""
         if not plate or analysis.steps[node] is None:
             return node
-        return analysis.templates[node] + ("[1]" if node in analysis.first else "")
+        return analysis.templates[node] + ("[1]" if keep_first and node in analysis.first else "")
 
-    def rel(parent: str, child: str) -> str:
-        if not plate or analysis.steps[parent] is None:
-            return parent
-        base = analysis.templates[parent]
-        offset = analysis.steps[parent] - (analysis.steps[child] or 0)
-        return base if offset == 0 else base + ("[1]" if parent in analysis.first else "")
+    def offset(parent: str, child: str) -> str:
+        """On the plate, an edge between different steps is labelled with the offset."""
+        a, b = analysis.steps[parent], analysis.steps[child]
+        if not plate or a is None or b is None or a == b:
+            return ""
+        return f"t{a - b:+d}"
 
     observed = set(analysis.observed)
     p, q, d = nx.DiGraph(), nx.DiGraph(), nx.DiGraph()
@@ -41,15 +42,18 @@ def _panels(spec: Spec, analysis: Analysis, plate: bool) -> dict[str, nx.DiGraph
         attrs = {"observed": node in observed, "plate": plate and analysis.steps[node] is not None}
         p.add_node(name(node), **attrs)
         d.add_node(name(node), **attrs, kind="variable")
-        q.add_node(name(node), **attrs)
+        q.add_node(name(node, keep_first=False), **attrs)
     for node, parents in analysis.p_parents.items():
         for parent in parents:
-            label = "t-1" if plate and analysis.steps[parent] not in (None, analysis.steps[node]) else ""
-            p.add_edge(rel(parent, node), name(node), label=label)
+            p.add_edge(name(parent), name(node), label=offset(parent, node))
     for node, parents in analysis.q_parents.items():
         for parent in parents:
-            label = "" if not plate or analysis.steps[parent] in (None, analysis.steps[node]) else "t±1"
-            q.add_edge(name(parent), name(node), label=label, exact=node in analysis.exact)
+            q.add_edge(
+                name(parent, keep_first=False),
+                name(node, keep_first=False),
+                label=offset(parent, node),
+                exact=node in analysis.exact,
+            )
     factors = analysis.factors
     if spec.objective.divergence == "global":
         d.add_node("D(global)", kind="factor")
@@ -60,7 +64,7 @@ def _panels(spec: Spec, analysis: Analysis, plate: bool) -> dict[str, nx.DiGraph
             label = f"D({factor.group})"
             d.add_node(label, kind="factor")
             for var in factor.variables:
-                d.add_edge(label, name(var) if plate else var)
+                d.add_edge(label, name(var))
     return {"p(X, Z)": p, "q(Z | X)": q, "discriminators": d}
 
 
@@ -104,16 +108,27 @@ def _matplotlib(spec: Spec, analysis: Analysis, path: Path, plate: bool) -> None
     figure = Figure(figsize=(3 * width, width))
     FigureCanvasAgg(figure)
     for axis, (title, graph) in zip(figure.subplots(1, 3), panels.items(), strict=True):
-        layered = nx.DiGraph(graph)
-        if title == "discriminators":
-            layered = nx.DiGraph(panels["p(X, Z)"])
-            for factor in (n for n, a in graph.nodes(data=True) if a.get("kind") == "factor"):
-                layered.add_node(factor)
-        for layer, nodes in enumerate(nx.topological_generations(layered)):
-            for node in nodes:
-                layered.nodes[node]["layer"] = layer
-        positions = nx.multipartite_layout(layered, subset_key="layer", align="horizontal", scale=1.0)
-        positions = {n: (x, -y) for n, (x, y) in positions.items()}
+        if spec.time is not None and not plate:
+            # Unrolled time: one column per step (globals at column 0), one row per template.
+            rows = {name: -index for index, name in enumerate(spec.model)}
+            positions = {
+                n: (float(analysis.steps[n] or 0), float(rows[analysis.templates[n]]))
+                for n in graph
+                if n in analysis.steps
+            }
+        else:
+            source = panels["p(X, Z)"] if title == "discriminators" else graph
+            layered = nx.DiGraph()
+            layered.add_nodes_from(graph)
+            # Layers follow same-step edges only; a folded time edge (v[t-1] -> v) would be a loop.
+            layered.add_edges_from(
+                (a, b) for a, b, attrs in source.edges(data=True) if a != b and not attrs.get("label")
+            )
+            for layer, nodes in enumerate(nx.topological_generations(layered)):
+                for node in nodes:
+                    layered.nodes[node]["layer"] = layer
+            positions = nx.multipartite_layout(layered, subset_key="layer", align="horizontal", scale=1.0)
+            positions = {n: (x, -y) for n, (x, y) in positions.items()}
         if title == "discriminators":
             for factor in (n for n, a in graph.nodes(data=True) if a.get("kind") == "factor"):
                 members = list(graph.successors(factor))
@@ -134,16 +149,16 @@ def _matplotlib(spec: Spec, analysis: Analysis, path: Path, plate: bool) -> None
         for factor in factors:
             x, y = positions[factor]
             axis.annotate(factor, (x, y), textcoords="offset points", xytext=(8, 6), fontsize=7)
-        arrows = title != "discriminators"
-        nx.draw_networkx_edges(
-            graph,
-            positions,
-            ax=axis,
-            arrows=arrows,
-            node_size=900,
-            arrowstyle="-|>" if arrows else "-",
-            style=["dashed" if a.get("exact") else "solid" for *_, a in graph.edges(data=True)],
-        )
+        styles = ["dashed" if a.get("exact") else "solid" for *_, a in graph.edges(data=True)]
+        if title == "discriminators":
+            nx.draw_networkx_edges(graph, positions, ax=axis, arrows=False, style=styles)
+        else:
+            nx.draw_networkx_edges(
+                graph, positions, ax=axis, arrows=True, node_size=900, arrowstyle="-|>", style=styles
+            )
+            labels = {(a, b): attrs["label"] for a, b, attrs in graph.edges(data=True) if attrs.get("label")}
+            if labels:
+                nx.draw_networkx_edge_labels(graph, positions, edge_labels=labels, font_size=7, ax=axis)
         if plate and spec.time is not None:
             inside = [positions[n] for n, a in graph.nodes(data=True) if a.get("plate")]
             if inside:

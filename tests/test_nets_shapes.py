@@ -214,6 +214,8 @@ def test_preset_shape_errors():
 def test_towers_follow_the_tables():
     assert [layer.value for layer in conv_tower((32, 32, 3))] == [64, 128, 256, None]
     assert [layer.value for layer in conv_tower((64, 64, 3))] == [32, 64, 128, 256, None]
+    assert [layer.value for layer in conv_tower((8, 8, 1))] == [64, None]
+    assert [layer.value for layer in conv_tower((16, 16, 1))] == [64, 128, None]
     tower3d = conv_tower((16, 64, 64, 1), video="conv3d")
     assert {layer.kind for layer in tower3d[:-1]} == {"conv3d"}
     assert network_shapes(tower3d, (16, 64, 64, 1))[-1] == (4096,)

@@ -209,7 +209,10 @@ def conv_tower(shape: Sequence[int], *, video: str = "concat") -> tuple[Layer, .
     three_d = video == "conv3d" and len(shape) == 4
     options = FrozenDict(kernel=4 if three_d else 5, stride=2, act="leaky_relu", alpha=0.2)
     kind = "conv3d" if three_d else "conv"
-    channels = [max(TOWER_MIN_CHANNELS, TOWER_TOP_CHANNELS >> (depth - 1 - i)) for i in range(depth)]
+    # Tables 2 and 5: 64/128/256 for 28-32 pixels, 32/64/128/256 for 64 pixels; a shallow
+    # tower for small images starts at 64 rather than at 256.
+    base = TOWER_MIN_CHANNELS if depth >= 4 else 2 * TOWER_MIN_CHANNELS
+    channels = [min(TOWER_TOP_CHANNELS, base << i) for i in range(depth)]
     return (*(Layer(kind, c, options) for c in channels), Layer("flatten", None))
 
 
