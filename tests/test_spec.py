@@ -368,3 +368,42 @@ def test_random_text_only_raises_ggdsl_error(text):
 def test_missing_file():
     with pytest.raises(SpecError, match="no such file"):
         load_spec(Path("/nonexistent/spec.yaml"))
+
+
+def test_spec_data_section_example():
+    text = GMGAN.replace(
+        "data: {source: mnist, observe: {x: image}, range: [0, 1], labels: label}",
+        "data:\n  source: tfds\n  name: mnist\n  observe: {x: image}\n  range: [0, 1]\n"
+        "  resize: [28, 28]\n  labels: label",
+    )
+    spec = load_spec(text)
+    assert spec.data.source == "tfds"
+    assert spec.data.get("name") == "mnist" and tuple(spec.data.get("resize")) == (28, 28)
+    assert load_spec(spec.to_yaml()) == spec
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 4), max_size=3), min_size=1, max_size=5))
+def test_random_graphs_with_cycles_fail_cleanly(parent_lists):
+    names = [f"v{i}" for i in range(len(parent_lists))]
+    lines = ["name: g", "model:"]
+    for name, parents in zip(names, parent_lists, strict=True):
+        given_names = sorted({names[p % len(names)] for p in parents})
+        if given_names:
+            lines.append(f"  {name}: {{type: implicit, shape: [2], given: [{', '.join(given_names)}], net: linear}}")
+        else:
+            lines.append(f"  {name}: {{type: normal, shape: [2]}}")
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(names)
+    for name, parents in zip(names, parent_lists, strict=True):
+        graph.add_edges_from((names[p % len(names)], name) for p in parents)
+    try:
+        spec = load_spec("\n".join(lines) + "\n")
+    except SpecError as error:
+        assert not nx.is_directed_acyclic_graph(graph)
+        assert "cycle" in str(error) or "its own parent" in str(error)
+    else:
+        assert nx.is_directed_acyclic_graph(graph)
+        assert set(spec.model) == set(names)
