@@ -122,7 +122,7 @@ def init_net(net: NetSpec, key: jax.Array):
                 k = int(layer_option(layer, "kernel"))
                 p["w"] = 0.02 * jax.random.normal(sub, (k, k, in_shape[-1], int(layer.value)), jnp.float32)
                 p["b"] = jnp.zeros((int(layer.value),), jnp.float32)
-            elif layer.kind not in ("reshape", "flatten"):
+            elif layer.kind not in ("reshape", "flatten", "crop"):
                 raise NotImplementedError(f"the hand-written reference has no layer {layer.kind!r}")
             if layer.kind in ("dense", "conv", "deconv") and layer_option(layer, "norm") == "batch":
                 c = out_shape[-1]
@@ -168,6 +168,9 @@ class Net:
         batch = x.shape[0]
         if layer.kind in ("reshape", "flatten"):
             return x.reshape(batch, *out_shape), s
+        if layer.kind == "crop":  # centre crop of the spatial axes
+            top, left = (x.shape[1] - out_shape[0]) // 2, (x.shape[2] - out_shape[1]) // 2
+            return x[:, top:top + out_shape[0], left:left + out_shape[1], :], s
         if layer.kind == "dense":
             y = x.reshape(batch, -1) @ p["w"] + p["b"]
         elif layer.kind == "conv":

@@ -10,7 +10,7 @@ def gmgan_nodes(plan: ModelPlan) -> tuple[str, str, str]:
 
     Raises:
         ValueError: The spec is not a GMGAN the references implement (k -> h -> x, exact
-            q(k | h), one critic step, no reconstruction term, Gumbel-softmax).
+            q(k | h), one critic step, no reconstruction terms, Gumbel-softmax).
     """
     model, spec = plan.spec.model, plan.spec
 
@@ -22,6 +22,7 @@ def gmgan_nodes(plan: ModelPlan) -> tuple[str, str, str]:
     images = [n for n, v in model.items() if v.observed and parents(v) == normals[:1]]
     ok = (len(model) == 3 and len(cats) == len(normals) == len(images) == 1 and plan.analysis.exact == tuple(cats)
           and spec.train.critic_steps == 1 and not spec.objective.reconstruction
+          and not getattr(spec.objective, "latent_reconstruction", 0.0)
           and spec.inference.discrete == "gumbel_softmax")
     if not ok:
         raise ValueError(f"{spec.name}: not a GMGAN spec the references implement (k -> h -> x, exact q(k | h), "

@@ -34,6 +34,16 @@ class _Reshape(nn.Module):
         return x.reshape(x.shape[0], *self.shape)
 
 
+class _Crop(nn.Module):
+    def __init__(self, in_shape, out_shape):
+        super().__init__()
+        self.top, self.left = (in_shape[0] - out_shape[0]) // 2, (in_shape[1] - out_shape[1]) // 2
+        self.size = out_shape[:2]
+
+    def forward(self, x):
+        return x[:, :, self.top:self.top + self.size[0], self.left:self.left + self.size[1]]
+
+
 class _Block(nn.Module):
     def __init__(self, layer, in_shape, out_shape):
         super().__init__()
@@ -55,6 +65,9 @@ class _Block(nn.Module):
             nn.init.normal_(self.op.weight, 0.0, 0.02)
         elif kind in ("reshape", "flatten"):
             self.op = _Reshape(out_shape)
+            return
+        elif kind == "crop":
+            self.op = _Crop(in_shape, out_shape)
             return
         else:
             raise NotImplementedError(f"the torch twin has no layer {kind!r}")

@@ -316,8 +316,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-profile", action="store_true", help="skip the HLO profile and per-part timings")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: gmgan_digits unless --spec, 2 steps, 1 repeat, 3 implementations, no profile")
-    parser.add_argument("--out", help="JSON path (default benchmarks/results/<spec>_cpu.json; "
-                        "gmgan_conv_cpu.json for gmgan_mnist)")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/<spec>_cpu.json, "
+                        "gmgan_conv_cpu.json for gmgan_mnist; none for --quick)")
     args = parser.parse_args(argv)
     if args.quick:
         args.spec = args.spec or "gmgan_digits"
@@ -328,7 +328,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def machine() -> dict:
+def machine(load_at_start) -> dict:
     versions = {}
     for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
         try:
@@ -337,7 +337,7 @@ def machine() -> dict:
             versions[package] = None
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
             "processor": platform.processor(), "python": platform.python_version(), "versions": versions,
-            "load_average_start": os.getloadavg()}
+            "load_average_start": load_at_start}
 
 
 class Pool:
@@ -389,6 +389,7 @@ class Pool:
 def measure(args) -> dict:
     from _gmgan_plan import gmgan_nodes
 
+    load_at_start = os.getloadavg()
     spec_probe, plan = load_plan({"spec": args.spec, "overrides": args.set})
     gmgan_nodes(plan)
     batch = args.batch or spec_probe.train.batch_size
@@ -466,7 +467,7 @@ def measure(args) -> dict:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "spec": args.spec, "spec_name": spec_probe.name, "overrides": list(args.set), "batch": batch,
         "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
-        "machine": {**machine(), "load_average_end": os.getloadavg()},
+        "machine": {**machine(load_at_start), "load_average_end": os.getloadavg()},
         "explain_params": explain, "results": results, "ratios": ratios, "notes": notes,
         "failed": {k: v.strip().splitlines()[-1] for k, v in pool.failed.items()},
     }
@@ -533,22 +534,27 @@ def report(data: dict) -> None:
         print(f"Note: {note}")
 
 
-def default_out(args) -> Path:
-    stem = Path(args.spec).stem
-    name = "gmgan_conv_cpu" if stem == "gmgan_mnist" else f"{stem}_cpu"
+def default_out(args) -> Path | None:
+    """Where the JSON goes; a ``--quick`` run writes none unless ``--out`` says where."""
+    if args.out:
+        return Path(args.out)
     if args.quick:
-        name += "_quick"
-    return HERE / "results" / f"{name}.json"
+        return None
+    stem = Path(args.spec).stem
+    return HERE / "results" / f"{'gmgan_conv_cpu' if stem == 'gmgan_mnist' else stem + '_cpu'}.json"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     data = measure(args)
     report(data)
-    out = Path(args.out) if args.out else default_out(args)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    print(f"\nwrote {out}")
+    out = default_out(args)
+    if out is None:
+        print("\n(quick run: no JSON written; pass --out PATH to keep it)")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"\nwrote {out}")
     return 0 if data["results"] else 1
 
 

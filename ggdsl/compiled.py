@@ -26,6 +26,33 @@ from ggdsl.spec.ir import Spec
 TrainState = dict[str, Any]
 
 
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache, so a second run of a spec starts fast.
+
+    The folder is ``$GGDSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/ggdsl/jax`` (``~/.cache``);
+    ``GGDSL_CACHE_DIR=off`` leaves the cache off. A folder set through JAX's own
+    ``JAX_COMPILATION_CACHE_DIR`` is left as it is.
+    """
+    import os
+    from pathlib import Path
+
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    folder = os.environ.get("GGDSL_CACHE_DIR")
+    if folder == "off":
+        return None
+    if not folder:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = str(Path(base) / "ggdsl" / "jax")
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: run without the cache
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return folder
+
+
 def make_optimizer(config: Mapping[str, Any], where: str = "train.optimizer") -> optax.GradientTransformation:
     """An optax optimiser from ``{name: adam, learning_rate: ..., ...}``."""
     config = dict(config)
@@ -55,6 +82,10 @@ class Compiled:
     d_tx: optax.GradientTransformation
 
     def init_state(self, seed: int) -> TrainState:
+        """Fresh parameters and optimiser states from ``seed`` (built in one compiled call)."""
+        return jax.jit(self._init_state, static_argnums=0)(int(seed))
+
+    def _init_state(self, seed: int) -> TrainState:
         generative, critics = build_modules(self.plan, seed)
         _, g_params, g_rest = nnx.split(generative, nnx.Param, ...)
         _, d_params, d_rest = nnx.split(critics, nnx.Param, ...)

@@ -74,9 +74,27 @@ def _input_shapes(spec: Spec, analysis: Analysis, named: tuple) -> dict[str, Sha
     return shapes
 
 
-def _resolve(spec: Spec, net, out_shape: Shape, inputs: Mapping[str, Shape], *, observed: bool, where: str):
+def _output_range(spec: Spec, variable: str | None, observed: bool) -> tuple[float, float] | None:
+    """The range a preset's output activation maps onto: the pixel range for an observed
+    variable fed from a pixel feature (``image``, ``video``), else ``None`` (linear)."""
+    if not observed:
+        return None
+    if spec.data is None:
+        return (0.0, 1.0)
+    from ggdsl.data.dataset import PIXEL_FEATURES
+
+    feature = spec.data.observe.get(variable) if variable is not None else None
+    if feature is not None and feature not in PIXEL_FEATURES:
+        return None  # a vector feature (e.g. the toy source's x) is not squashed into a range
+    return spec.data.range
+
+
+def _resolve(
+    spec: Spec, net, out_shape: Shape, inputs: Mapping[str, Shape], *, observed: bool, where: str,
+    variable: str | None = None,
+):
     """A net reference to (plan, source name, residual?)."""
-    data_range = spec.data.range if (observed and spec.data is not None) else ((0.0, 1.0) if observed else None)
+    data_range = _output_range(spec, variable, observed)
     if isinstance(net, str):
         if net in spec.networks:
             layers, source = spec.networks[net], net
@@ -103,7 +121,8 @@ def _generator(spec: Spec, analysis: Analysis, nodes: list[str], var: Variable, 
         inputs["eps"] = (noise,)
     out_shape = tuple(var.event_shape)
     plan, source, residual = _resolve(
-        spec, var.net, out_shape, inputs, observed=var.observed, where=f"model.{var.name}.net"
+        spec, var.net, out_shape, inputs, observed=var.observed, where=f"model.{var.name}.net",
+        variable=var.name,
     )
     residual_input = None
     if residual:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ggdsl.compiled import Compiled, TrainState, compile_spec
+from ggdsl.compiled import Compiled, TrainState, compile_spec, enable_compilation_cache
 from ggdsl.errors import EvalError
 from ggdsl.objective import sample_p, sample_q, split_observed
 from ggdsl.runs import RunDir
@@ -58,6 +58,7 @@ class Run:
         if not self.dir.spec_path.exists():
             raise EvalError(f"{path}: not a run folder (no {self.dir.spec_path.name})")
         self.spec = load_spec(self.dir.spec_path)
+        enable_compilation_cache()
         self.compiled = compile_spec(self.spec)
         from ggdsl.train import restore_state
 

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ggdsl.compiled import Compiled, TrainState, compile_spec
+from ggdsl.compiled import Compiled, TrainState, compile_spec, enable_compilation_cache
 from ggdsl.errors import DataError, TrainError
 from ggdsl.runs import RunDir
 from ggdsl.spec.ir import Spec
@@ -151,6 +151,7 @@ def _train(spec: Spec, run: RunDir, resuming: bool, progress: bool, evaluate_at_
     from ggdsl.data import Batches, prefetch
 
     train_cfg = spec.train
+    enable_compilation_cache()
     dataset = open_dataset(spec, "train")
     batches = Batches(dataset, dict(spec.data.observe), train_cfg.batch_size, seed=train_cfg.seed)
     compiled = compile_spec(spec)

@@ -117,7 +117,8 @@ def test_network_image_branch_with_vectors():
         Network(layers, inputs, rngs=nnx.Rngs(0), out_shape=(8,))
 
 
-def test_conv_impls_agree_in_a_network():
+@pytest.mark.parametrize("impl", ["im2col", "subpixel", "auto"])
+def test_conv_impls_agree_in_a_network(impl):
     layers = [
         Layer("dense", 7 * 7 * 8, FrozenDict(act="relu")),
         Layer("reshape", (7, 7, 8)),
@@ -125,7 +126,7 @@ def test_conv_impls_agree_in_a_network():
         Layer("deconv", 2, FrozenDict(act="sigmoid")),
         Layer("conv", 4, FrozenDict(act="leaky_relu")),
     ]
-    ours = Network(layers, {"h": (8,)}, rngs=nnx.Rngs(1), conv_impl="im2col")
+    ours = Network(layers, {"h": (8,)}, rngs=nnx.Rngs(1), conv_impl=impl)
     reference = Network(layers, {"h": (8,)}, rngs=nnx.Rngs(1), conv_impl="lax")
     h = _batch({"h": (8,)})
     out = _call(ours, h, train=True)

@@ -254,7 +254,7 @@ class PlanNetwork(nnx.Module):
         plan: What to build.
         inputs: Per-sample shapes of the named inputs (no batch axis).
         rngs: Parameter (and dropout) randomness.
-        conv_impl: ``"auto"``, ``"im2col"`` or ``"lax"`` (see :mod:`ggdsl.nets.conv`).
+        conv_impl: ``"auto"``, ``"im2col"``, ``"subpixel"`` or ``"lax"`` (see :mod:`ggdsl.nets.conv`).
     """
 
     def __init__(
@@ -324,7 +324,7 @@ class Network(PlanNetwork):
         inputs: Per-sample shapes of the named inputs.
         rngs: Parameter (and dropout) randomness.
         out_shape: If given, the output shape the layer list must produce.
-        conv_impl: ``"auto"``, ``"im2col"`` or ``"lax"``.
+        conv_impl: ``"auto"``, ``"im2col"``, ``"subpixel"`` or ``"lax"``.
 
     Raises:
         BuildError: Shapes do not fit, or the output is not ``out_shape``.
@@ -351,7 +351,7 @@ class Discriminator(PlanNetwork):
         inputs: Per-sample shapes of the named inputs.
         rngs: Parameter randomness.
         video: ``"concat"`` (frames along channels) or ``"conv3d"`` for video inputs.
-        conv_impl: ``"auto"``, ``"im2col"`` or ``"lax"``.
+        conv_impl: ``"auto"``, ``"im2col"``, ``"subpixel"`` or ``"lax"``.
     """
 
     def __init__(
