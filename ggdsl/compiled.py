@@ -138,8 +138,13 @@ class Compiled:
                 updates, d_opt = d_tx.update(grads, d_opt, d_params)
                 d_params = optax.apply_updates(d_params, updates)
             grads, (g_metrics, g_rest) = jax.grad(g_loss_fn, has_aux=True)(
-                state["g_params"], state["g_rest"], d_params, d_rest, batch,
-                jax.random.fold_in(key, critic_steps), state["baseline"],
+                state["g_params"],
+                state["g_rest"],
+                d_params,
+                d_rest,
+                batch,
+                jax.random.fold_in(key, critic_steps),
+                state["baseline"],
             )
             updates, g_opt = g_tx.update(grads, state["g_opt"], state["g_params"])
             g_params = optax.apply_updates(state["g_params"], updates)
@@ -149,8 +154,14 @@ class Compiled:
             metrics = {k: v for k, v in g_metrics.items() if not k.startswith("d_")}
             metrics.update({k: v for k, v in d_metrics.items() if k.startswith("d_")})
             new_state = {
-                "g_params": g_params, "g_rest": g_rest, "d_params": d_params, "d_rest": d_rest,
-                "g_opt": g_opt, "d_opt": d_opt, "step": state["step"] + 1, "baseline": baseline,
+                "g_params": g_params,
+                "g_rest": g_rest,
+                "d_params": d_params,
+                "d_rest": d_rest,
+                "g_opt": g_opt,
+                "d_opt": d_opt,
+                "step": state["step"] + 1,
+                "baseline": baseline,
             }
             return new_state, metrics
 

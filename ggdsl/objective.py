@@ -98,8 +98,14 @@ def _definition(plan: ModelPlan, node: str):
 
 
 def sample_p(
-    gen: Generative, plan: ModelPlan, batch_size: int, key: jax.Array, *, train: bool,
-    settings: Settings, fixed: Mapping[str, jax.Array] | None = None,
+    gen: Generative,
+    plan: ModelPlan,
+    batch_size: int,
+    key: jax.Array,
+    *,
+    train: bool,
+    settings: Settings,
+    fixed: Mapping[str, jax.Array] | None = None,
 ) -> Values:
     """Ancestral samples of every node of p; ``fixed`` clamps nodes (e.g. a component)."""
     values: Values = {}
@@ -195,7 +201,9 @@ def sample_q(
             out = _call(gen.extractors[module_key(net_key)], binding, values, {}, train)
         if var.type == "categorical":
             probs[latent] = jax.nn.softmax(out, axis=-1)
-            values[latent], log_probs[latent] = discrete_sample(out, key_latent, settings.discrete, settings.temperature)
+            values[latent], log_probs[latent] = discrete_sample(
+                out, key_latent, settings.discrete, settings.temperature
+            )
         else:
             values[latent] = out
     return values, probs, log_probs
@@ -212,7 +220,9 @@ def reconstruct(gen: Generative, plan: ModelPlan, q_values: Values, key: jax.Arr
         binding = net_spec.bindings[net_spec.members.index(node)]
         extra = {}
         if "eps" in net_spec.inputs:
-            extra["eps"] = jax.random.normal(jax.random.fold_in(key, index), (q_values[node].shape[0], *net_spec.inputs["eps"]))
+            extra["eps"] = jax.random.normal(
+                jax.random.fold_in(key, index), (q_values[node].shape[0], *net_spec.inputs["eps"])
+            )
         out[node] = _call(gen.generators[module_key(gen_key)], binding, q_values, extra, train)
     return out
 
@@ -253,8 +263,15 @@ def discriminator_logits(critics: Critics, plan: ModelPlan, values: Values, *, t
 
 
 def losses(
-    gen: Generative, critics: Critics, plan: ModelPlan, batch: Mapping[str, jax.Array], key: jax.Array,
-    *, settings: Settings, baseline: jax.Array | float = 0.0, train: bool = True,
+    gen: Generative,
+    critics: Critics,
+    plan: ModelPlan,
+    batch: Mapping[str, jax.Array],
+    key: jax.Array,
+    *,
+    settings: Settings,
+    baseline: jax.Array | float = 0.0,
+    train: bool = True,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """(discriminator loss, generator + extractor loss, metrics) on one batch."""
     key_p, key_q, key_r = jax.random.split(key, 3)
@@ -280,9 +297,7 @@ def losses(
     metrics["g_adv"] = g_loss
     if settings.reconstruction:
         recon = reconstruct(gen, plan, q_values, key_r, train=train)
-        err = sum(
-            jnp.mean(jnp.sum((recon[n] - observed[n]).reshape(batch_size, -1) ** 2, axis=-1)) for n in recon
-        )
+        err = sum(jnp.mean(jnp.sum((recon[n] - observed[n]).reshape(batch_size, -1) ** 2, axis=-1)) for n in recon)
         metrics["recon"] = err
         g_loss = g_loss + settings.reconstruction * err
     if settings.latent_reconstruction:
