@@ -126,8 +126,8 @@ def main() -> None:
         torch = None
     plan = plan_model(load_spec(resolve_spec_path(args.spec)))
     print(f"{args.spec}, batch {args.batch}: ms per forward + backward (median of {args.repeats} x {args.calls})")
-    print(f"  {'network':22s}{'layer':30s}{'im2col':>9s}{'lax':>9s}{'subpixel':>9s}{'torch':>9s}")
-    totals = {"im2col": 0.0, "lax": 0.0, "subpixel": 0.0, "torch": 0.0}
+    print(f"  {'network':22s}{'layer':30s}{'auto':>9s}{'im2col':>9s}{'lax':>9s}{'subpixel':>9s}{'torch':>9s}")
+    totals = {"auto": 0.0, "im2col": 0.0, "lax": 0.0, "subpixel": 0.0, "torch": 0.0}
     seen = {}
     for network, layer, in_shape in conv_layers(plan):
         k, s, c = int(layer_option(layer, "kernel")), int(layer_option(layer, "stride")), int(layer.value)
@@ -139,7 +139,7 @@ def main() -> None:
             op = conv2d if layer.kind == "conv" else conv_transpose2d
             times = {}
             ops = {impl: (lambda x, w, impl=impl, op=op, s=s: op(x, w, s, "same", impl=impl))
-                   for impl in ("im2col", "lax")}
+                   for impl in ("auto", "im2col", "lax")}
             if layer.kind == "deconv":
                 ops["subpixel"] = lambda x, w, s=s: deconv_subpixel(x, w, s)
             elif in_shape[0] % s == 0 and in_shape[1] % s == 0:
@@ -190,7 +190,7 @@ def main() -> None:
     best = 0.0
     for _, layer, in_shape in conv_layers(plan):
         k, s, c = int(layer_option(layer, "kernel")), int(layer_option(layer, "stride")), int(layer.value)
-        best += min(v for i, v in seen[(layer.kind, in_shape, k, s, c)].items() if i != "torch")
+        best += min(v for i, v in seen[(layer.kind, in_shape, k, s, c)].items() if i not in ("torch", "auto"))
     cells = "".join(f"{1e3 * totals[i]:9.1f}" if i != "subpixel" else f"{'':9s}" for i in totals)
     print(f"  {'all layers (once per use)':52s}{cells}")
     print(f"  best JAX strategy per layer, all layers: {1e3 * best:.1f} ms")

@@ -109,7 +109,9 @@ class Compiled:
     def make_step(self, base_key: jax.Array, *, jit: bool = True):
         """The training step: ``critic_steps`` discriminator updates, one generator update."""
         plan, settings = self.plan, self.settings
-        d_settings = Settings(settings.discrete, settings.temperature, 0.0, 0.0)
+        d_settings = Settings(settings.discrete, settings.temperature, 0.0, 0.0, settings.r1)
+        settings = Settings(settings.discrete, settings.temperature, settings.reconstruction,
+                            settings.latent_reconstruction, 0.0)
         g_def, d_def, g_tx, d_tx = self.g_def, self.d_def, self.g_tx, self.d_tx
         critic_steps = self.spec.train.critic_steps
 
@@ -152,7 +154,7 @@ class Compiled:
             if "reinforce_baseline_target" in g_metrics:
                 baseline = 0.9 * baseline + 0.1 * g_metrics.pop("reinforce_baseline_target")
             metrics = {k: v for k, v in g_metrics.items() if not k.startswith("d_")}
-            metrics.update({k: v for k, v in d_metrics.items() if k.startswith("d_")})
+            metrics.update({k: v for k, v in d_metrics.items() if k.startswith(("d_", "r1/"))})
             new_state = {
                 "g_params": g_params,
                 "g_rest": g_rest,

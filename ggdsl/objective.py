@@ -34,6 +34,7 @@ class Settings:
     temperature: float = 0.1
     reconstruction: float = 0.0
     latent_reconstruction: float = 0.0
+    r1: float = 0.0
 
 
 def settings_of(plan: ModelPlan) -> Settings:
@@ -43,6 +44,7 @@ def settings_of(plan: ModelPlan) -> Settings:
         float(spec.inference.temperature),
         float(spec.objective.reconstruction),
         float(spec.objective.latent_reconstruction),
+        float(spec.objective.r1),
     )
 
 
@@ -249,16 +251,35 @@ def latent_reconstruction(
     return total
 
 
+def _critic_inputs(net_spec, values: Values) -> dict[str, jax.Array]:
+    return {
+        name: jnp.concatenate([_gather(values, binding[name]) for binding in net_spec.bindings], axis=0)
+        for name in net_spec.inputs
+    }
+
+
 def discriminator_logits(critics: Critics, plan: ModelPlan, values: Values, *, train: bool) -> dict[str, jax.Array]:
     """Logits of each discriminator group, copies stacked: shape (copies, batch)."""
     out = {}
     for group, net_spec in plan.discriminators.items():
-        inputs = {
-            name: jnp.concatenate([_gather(values, binding[name]) for binding in net_spec.bindings], axis=0)
-            for name in net_spec.inputs
-        }
-        logits = critics.discriminators[module_key(group)](inputs, train=train)
+        logits = critics.discriminators[module_key(group)](_critic_inputs(net_spec, values), train=train)
         out[group] = logits.reshape(len(net_spec.bindings), -1)
+    return out
+
+
+def r1_penalties(critics: Critics, plan: ModelPlan, values: Values, *, train: bool) -> dict[str, jax.Array]:
+    """E |grad_A D(A)|^2 at q-side tuples, per group (the zero-centred R1 penalty).
+
+    The gradient is taken with respect to all of the factor's inputs, data and latents.
+    """
+    out = {}
+    for group, net_spec in plan.discriminators.items():
+        inputs = jax.lax.stop_gradient(_critic_inputs(net_spec, values))
+        net = critics.discriminators[module_key(group)]
+        logits, pullback = jax.vjp(lambda given, net=net: net(given, train=train), inputs)
+        (grads,) = pullback(jnp.ones_like(logits))
+        squares = sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=-1) for g in grads.values())
+        out[group] = jnp.mean(squares)
     return out
 
 
@@ -293,6 +314,10 @@ def losses(
         g_per_example = g_per_example + weights[group] * g_group
         metrics[f"d_loss/{group}"] = d_group
         metrics[f"d_acc/{group}"] = 0.5 * (jnp.mean(lq > 0) + jnp.mean(lp < 0))
+    if settings.r1:
+        for group, penalty in r1_penalties(critics, plan, q_values, train=train).items():
+            metrics[f"r1/{group}"] = penalty
+            d_loss = d_loss + weights[group] * 0.5 * settings.r1 * penalty
     g_loss = jnp.mean(g_per_example)
     metrics["g_adv"] = g_loss
     if settings.reconstruction:

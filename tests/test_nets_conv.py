@@ -99,23 +99,20 @@ def test_conv_transpose2d_matches_lax(x_shape, w_shape, stride, padding, out_hw)
 
 
 def _generator28(impl):
-    """The MNIST generator's convolutions: 4x4 -> 8x8, crop 7x7, -> 14x14 -> 28x28, then conv 28 -> 14 -> 7 -> 4."""
+    """The MNIST generator's transposed convolutions: 4x4 -> 8x8, crop 7x7, -> 14x14 -> 28x28."""
 
-    def net(x, w1, w2, w3, c1, c2, c3):
+    def net(x, w1, w2, w3):
         y = jnp.tanh(conv_transpose2d(x, w1, 2, impl=impl))[:, :7, :7]
         y = jnp.tanh(conv_transpose2d(y, w2, 2, impl=impl))
-        y = jnp.tanh(conv_transpose2d(y, w3, 2, impl=impl))
-        for c in (c1, c2, c3):
-            y = jnp.tanh(conv2d(y, c, 2, impl=impl))
-        return jnp.sum(jnp.sin(y))
+        return jnp.sum(jnp.sin(conv_transpose2d(y, w3, 2, impl=impl)))
 
-    return jax.jit(jax.grad(net, argnums=tuple(range(7))))
+    return jax.jit(jax.grad(net, argnums=(0, 1, 2, 3)))
 
 
-def test_generator_and_extractor_chain_matches_lax():
-    shapes = [(2, 4, 4, 16), (5, 5, 16, 12), (5, 5, 12, 8), (5, 5, 8, 1), (5, 5, 1, 8), (5, 5, 8, 12), (5, 5, 12, 16)]
+def test_generator_chain_with_crop_matches_lax():
+    shapes = [(2, 4, 4, 16), (5, 5, 16, 12), (5, 5, 12, 8), (5, 5, 8, 1)]
     args = [jax.random.normal(jax.random.key(i), s) * (1.0 if i == 0 else 0.1) for i, s in enumerate(shapes)]
-    # auto on CPU: sub-pixel, sub-pixel, im2col adjoint; lax, lax, im2col
+    # auto on CPU: sub-pixel, sub-pixel, then the im2col adjoint for 8 -> 1 channels
     for a, b in zip(_generator28("auto")(*args), _generator28("lax")(*args), strict=True):
         assert _relative(a, b) < 1e-3
 

@@ -66,6 +66,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "loss": objective.loss,
         "reconstruction": objective.reconstruction,
         "latent_reconstruction": objective.latent_reconstruction,
+        "r1": objective.r1,
         "weights": thaw(objective.weights),
     }
     if objective.discriminators:

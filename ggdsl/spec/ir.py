@@ -124,6 +124,7 @@ class ObjectiveSpec:
     loss: str = "bce"
     reconstruction: float = 0.0
     latent_reconstruction: float = 0.0
+    r1: float = 0.0
     weights: str | FrozenDict = "uniform"
     discriminators: FrozenDict = field(default_factory=FrozenDict)
 

@@ -454,6 +454,7 @@ class _Loader:
             loss=values.get("loss", "bce"),
             reconstruction=values.get("reconstruction", 0.0),
             latent_reconstruction=values.get("latent_reconstruction", 0.0),
+            r1=values.get("r1", 0.0),
             weights=weights,
             discriminators=freeze(parsed),
         )

@@ -286,6 +286,11 @@ OBJECTIVE_KEYS: dict[str, Key] = {
         default=0.0,
         doc="weight of recovering p's latents from its samples: |z - E(x)|^2, and cross-entropy for categoricals",
     ),
+    "r1": Key(
+        check_float(0.0),
+        default=0.0,
+        doc="weight gamma of the R1 penalty gamma/2 * E_q |grad D|^2 on each discriminator's q-side inputs",
+    ),
     "weights": Key(lambda v: (v, None), default="uniform", doc="`uniform` or {factor: weight}"),
     "discriminators": Key(lambda v: (v, None), default={}, doc="per-factor network overrides"),
 }
