@@ -142,19 +142,26 @@ def compile_and_train(
             spec = load_spec(spec, overrides=overrides)
         elif overrides:
             spec = load_spec(spec.to_dict(), overrides=overrides)
+        # Data and networks are checked before the run folder exists, so a bad spec or a
+        # missing dataset leaves nothing behind.
+        enable_compilation_cache()
+        dataset, compiled = open_dataset(spec, "train"), compile_spec(spec)
         run = RunDir.create(out, spec.name)
         run.write_spec(spec.to_yaml())
-    return _train(spec, run, resume is not None, progress, evaluate_at_end)
+        return _train(spec, run, False, progress, evaluate_at_end, dataset, compiled)
+    return _train(spec, run, True, progress, evaluate_at_end)
 
 
-def _train(spec: Spec, run: RunDir, resuming: bool, progress: bool, evaluate_at_end: bool) -> TrainResult:
+def _train(
+    spec: Spec, run: RunDir, resuming: bool, progress: bool, evaluate_at_end: bool, dataset=None, compiled=None
+) -> TrainResult:
     from ggdsl.data import Batches, prefetch
 
     train_cfg = spec.train
     enable_compilation_cache()
-    dataset = open_dataset(spec, "train")
+    dataset = dataset if dataset is not None else open_dataset(spec, "train")
     batches = Batches(dataset, dict(spec.data.observe), train_cfg.batch_size, seed=train_cfg.seed)
-    compiled = compile_spec(spec)
+    compiled = compiled if compiled is not None else compile_spec(spec)
     start = 0
     if resuming and run.latest_step() is not None:
         state, extra = restore_state(compiled, run)

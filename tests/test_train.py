@@ -363,3 +363,11 @@ def test_stabilisers_add_their_terms():
     _, metrics = jax.eval_shape(step, state, _synthetic_batch(spec, np.random.default_rng(0)))
     assert set(metrics) == _expected_metrics(spec)
     assert {"r1/x|h", "r1/h|k", "latent_recon"} <= set(metrics)
+
+
+def test_a_failing_start_leaves_no_run_folder(tmp_path):
+    from ggdsl.errors import BuildError
+
+    with pytest.raises(BuildError, match="optax has no optimiser 'adamm'"):
+        compile_and_train("gmgan_digits", out=tmp_path, overrides=["train.optimizer.name=adamm"], progress=False)
+    assert list(tmp_path.iterdir()) == []
