@@ -81,6 +81,8 @@ def explain_dict(spec: Spec) -> dict[str, Any]:
             "divergence": spec.objective.divergence,
             "loss": spec.objective.loss,
             "reconstruction": spec.objective.reconstruction,
+            "latent_reconstruction": spec.objective.latent_reconstruction,
+            "r1": spec.objective.r1,
             "weights": _weights(spec, analysis),
         },
     }
@@ -170,6 +172,13 @@ def explain(spec: Spec) -> str:
     )
     if spec.objective.reconstruction:
         lines.append(f"    + {spec.objective.reconstruction:g} * E_q |x - G(E(x))|^2")
+    if spec.objective.latent_reconstruction:
+        lines.append(
+            f"    + {spec.objective.latent_reconstruction:g} * E_p [ |z - E(x)|^2 for continuous z,"
+            " -log q(z | ...) for categorical z ]"
+        )
+    if spec.objective.r1:
+        lines.append(f"  discriminators also pay R1: + {spec.objective.r1:g}/2 * E_q |grad_A D_A(A)|^2 per factor")
     discrete = [z for z in analysis.latent if spec.model[analysis.templates[z]].type == "categorical"]
     if discrete:
         lines.append(
