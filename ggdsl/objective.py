@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ggdsl.build import Critics, Generative, module_key
 from ggdsl.plan import ModelPlan
@@ -338,7 +337,3 @@ def losses(
     metrics["g_loss"] = g_loss
     return d_loss, g_loss, metrics
 
-
-def numpy_tree(tree):
-    """Device arrays to numpy (for host-side logging and checkpoints)."""
-    return jax.tree.map(np.asarray, tree)

@@ -150,6 +150,3 @@ def load_run(path: str | Path, step: int | None = None) -> Run:
     """Load a run folder: its spec, and its model from the latest checkpoint (or ``step``)."""
     return Run(path, step)
 
-
-def state_of(run: Run) -> TrainState:
-    return run.state
