@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ggdsl.build import Critics, Generative, build_modules
+from ggdsl.build import Critics, Generative, build_modules, module_key
 from ggdsl.errors import BuildError
 from ggdsl.objective import Settings, losses, settings_of
 from ggdsl.plan import ModelPlan, plan_model
@@ -168,6 +168,97 @@ class Compiled:
             return new_state, metrics
 
         return jax.jit(step, donate_argnums=0) if jit else step
+
+    def make_guarded_step(self, base_key: jax.Array, on_nonfinite: str = "stop", *, jit: bool = True) -> GuardedStep:
+        """The training step with a finiteness guard: ``(state, guard, batch) -> (state, guard, metrics)``.
+
+        Inside the step, every metric and every leaf of the new state is checked for NaN and
+        inf (no host sync: the result is carried in ``guard``). ``guard["first_bad"]`` is the
+        first step that produced a non-finite value (-1 while none did) and ``guard["flags"]``
+        says which metrics and which parts (``discriminator x|h``, ``generator x``, ...) were
+        non-finite at that step. With ``on_nonfinite="skip"`` a non-finite step's update is
+        discarded (the state stays as before, only its ``step`` counter advances) and
+        ``guard["skipped"]`` counts such steps; with ``"stop"`` the state is left as the step
+        made it and the host stops training when it reads the guard.
+        """
+        if on_nonfinite not in ("stop", "skip"):
+            raise BuildError(f"train.on_nonfinite: expected stop or skip, got {on_nonfinite!r}")
+        raw = self.make_step(base_key, jit=False)
+        names = {
+            "discriminators": {module_key(k): k for k in self.plan.discriminators},
+            "generators": {module_key(k): k for k in self.plan.generators},
+            "extractors": {module_key(k): k for k in self.plan.extractors},
+        }
+        skip = on_nonfinite == "skip"
+
+        def parts(state: TrainState) -> dict[str, list[jax.Array]]:
+            grouped: dict[str, list[jax.Array]] = {}
+            for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+                if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+                    continue
+                grouped.setdefault(part_name(path, names), []).append(leaf)
+            return grouped
+
+        def nonfinite_flags(state: TrainState, metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+            flags = {k: ~jnp.all(jnp.isfinite(v)) for k, v in metrics.items()}
+            for part, leaves in parts(state).items():
+                flags[part] = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+            return flags
+
+        def guarded(state: TrainState, guard: Mapping[str, Any], batch: Mapping[str, jax.Array]):
+            new_state, metrics = raw(state, batch)
+            flags = nonfinite_flags(new_state, metrics)
+            bad = jnp.any(jnp.stack(list(flags.values())))
+            if skip:
+                kept = {k: v for k, v in state.items() if k != "step"}
+                proposed = {k: v for k, v in new_state.items() if k != "step"}
+                # cond, not where: the state holds typed PRNG keys (dropout streams) too.
+                kept = jax.lax.cond(bad, lambda: kept, lambda: proposed)
+                new_state = {**kept, "step": new_state["step"]}
+            first = bad & (guard["first_bad"] < 0)
+            new_guard = {
+                "first_bad": jnp.where(first, new_state["step"], guard["first_bad"]),
+                "skipped": guard["skipped"] + bad.astype(jnp.int32),
+                "flags": {k: jnp.where(first, flags[k], v) for k, v in guard["flags"].items()},
+            }
+            return new_state, new_guard, metrics
+
+        def init_guard(state: TrainState, batch: Mapping[str, Any], skipped: int = 0) -> dict[str, Any]:
+            shapes = jax.eval_shape(lambda s, b: nonfinite_flags(*raw(s, b)), state, batch)
+            return {
+                "first_bad": jnp.asarray(-1, jnp.int32),
+                "skipped": jnp.asarray(skipped, jnp.int32),
+                "flags": {k: jnp.zeros((), jnp.bool_) for k in shapes},
+            }
+
+        fn = jax.jit(guarded, donate_argnums=(0, 1)) if jit else guarded
+        return GuardedStep(fn, init_guard, on_nonfinite)
+
+
+@dataclass
+class GuardedStep:
+    """A guarded training step (see :meth:`Compiled.make_guarded_step`)."""
+
+    step: Any
+    init_guard: Any
+    on_nonfinite: str
+
+    def __call__(self, state: TrainState, guard: Mapping[str, Any], batch: Mapping[str, Any]):
+        return self.step(state, guard, batch)
+
+
+def part_name(path: tuple[Any, ...], names: Mapping[str, Mapping[str, str]]) -> str:
+    """Which factor a state leaf belongs to, in words: ``discriminator x|h``, ``generator x``, ..."""
+    keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    side = "discriminator side" if keys and keys[0].startswith("d_") else "generator side"
+    for index, key in enumerate(keys[:-1]):
+        if key in names:
+            return f"{key[:-1]} {names[key].get(keys[index + 1], keys[index + 1])}"
+        if key == "log_std":
+            return f"learned std {keys[index + 1]}"
+    if keys and keys[0] == "baseline":
+        return "generator side (REINFORCE baseline)"
+    return f"{side} ({keys[0] if keys else '?'})"
 
 
 def compile_spec(spec: Spec) -> Compiled:

@@ -298,6 +298,33 @@ class RunDir:
             records.append(record)
         return records
 
+    def truncate_metrics(self, step: int) -> int:
+        """Drops the records logged after ``step`` (and a cut last line), atomically.
+
+        A resume from the checkpoint of ``step`` logs the later steps again; without this
+        they would appear twice. The kept lines are left byte for byte as they were.
+
+        Returns:
+            How many records were dropped.
+        """
+        if not self.metrics_path.exists():
+            return 0
+        lines = self.metrics_path.read_bytes().split(b"\n")
+        kept, dropped = [], 0
+        for line in lines[:-1]:  # the segment after the last newline is empty or cut
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            later = isinstance(record, dict) and isinstance(record.get("step"), (int, float)) and record["step"] > step
+            if later:
+                dropped += 1
+            else:
+                kept.append(line + b"\n")
+        if dropped or lines[-1]:
+            write_text_atomic(self.metrics_path, b"".join(kept).decode("utf-8"))
+        return dropped
+
     # -------------------------------------------------------------------------- checkpoints
 
     def _manager(self, *, max_to_keep: int | None = None, writing: bool = False) -> Any:
@@ -458,6 +485,26 @@ class RunDir:
         if template is not None:
             _check_shapes(template, state, step, self.checkpoints_dir)
         return state, dict(restored[_EXTRA] or {})
+
+    def read_checkpoint_extra(self, step: int | None = None) -> dict[str, Any]:
+        """The ``extra`` dict of a checkpoint (the latest when ``step`` is None), without its arrays.
+
+        Raises:
+            TrainError: No such checkpoint, or it cannot be read.
+        """
+        steps = self.checkpoint_steps()
+        if not steps or (step is not None and int(step) not in steps):
+            which = "(latest)" if step is None else step
+            raise TrainError(f"no checkpoint for step {which} in {self.checkpoints_dir}")
+        step = steps[-1] if step is None else int(step)
+        import orbax.checkpoint as ocp
+
+        try:
+            with self._manager() as manager:
+                restored = manager.restore(step, args=ocp.args.Composite(**{_EXTRA: ocp.args.JsonRestore()}))
+        except Exception as error:
+            raise TrainError(f"cannot read checkpoint step {step} in {self.checkpoints_dir}: {error}") from error
+        return dict(restored[_EXTRA] or {})
 
     def _structure_difference(self, manager: Any, step: int, template: Any) -> str | None:
         if template is None:

@@ -9,7 +9,10 @@ run continues exactly as the uninterrupted one would have.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import signal
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,7 +60,7 @@ def open_dataset(spec: Spec, split: str):
         got = dataset.feature_shapes.get(feature)
         if got != expected:
             raise DataError(
-                f"data.observe.{var_name}: feature '{feature}' of {spec.data.source} has shape "
+                f"data.observe.{var_name}: feature '{feature}' of {dataset.name} has shape "
                 f"{list(got) if got is not None else None}, but model.{var_name} needs {list(expected)}"
             )
     return dataset
@@ -73,6 +76,57 @@ def model_part(spec: Spec) -> dict[str, Any]:
             if k in full["train"]
         }
     }
+
+
+#: Spec keys a resume may change: they steer the loop, not the model or its random stream.
+TRAINING_ONLY_KEYS = (
+    "name",
+    "eval",
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.on_nonfinite",
+    "train.devices",
+)
+
+
+def model_hash(spec: Spec) -> str:
+    """SHA-256 of :func:`model_part` (canonical JSON), stored with every checkpoint."""
+    text = json.dumps(model_part(spec), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False) if value is not _ABSENT else "(absent)"
+
+
+_ABSENT = object()
+
+
+def spec_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The differences between two nested dicts, one ``dotted.key: old -> new`` line each.
+
+    >>> spec_changes({"model": {"h": {"shape": [16]}}}, {"model": {"h": {"shape": [8]}}})
+    ['model.h.shape: [16] -> [8]']
+    """
+    changes = []
+    for key in sorted(set(old) | set(new), key=str):
+        path = f"{prefix}.{key}" if prefix else str(key)
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changes += spec_changes(a, b, path)
+        elif a != b:
+            changes.append(f"{path}: {_show(a)} -> {_show(b)}")
+    return changes
+
+
+def _refuse_model_change(resume: Any, changes: list[str], why: str) -> TrainError:
+    allowed = ", ".join(TRAINING_ONLY_KEYS)
+    return TrainError(
+        f"--resume {resume}: {why} change the model: {'; '.join(changes)}. "
+        f"Only training-loop settings may change on resume ({allowed})"
+    )
 
 
 def flatten_state(state: TrainState) -> dict[str, np.ndarray]:
@@ -94,8 +148,66 @@ def restore_state(compiled: Compiled, run: RunDir, step: int | None = None) -> t
     return unflatten_state(template, flat), extra
 
 
-class _Stop(Exception):
-    """Raised by the SIGTERM handler so the loop saves and exits like on Ctrl-C."""
+def open_batches(spec: Spec, dataset):
+    """The spec's minibatches over ``dataset`` (checks the batch size against the data)."""
+    from ggdsl.data import Batches
+
+    return Batches(dataset, dict(spec.data.observe), spec.train.batch_size, seed=spec.train.seed)
+
+
+class _Signals:
+    """SIGINT and SIGTERM set a flag that the loop reads between steps (no host sync).
+
+    The loop then saves a checkpoint of the step it finished and stops. A second signal
+    before that raises :class:`KeyboardInterrupt` at once (no checkpoint is written).
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+_GENERATOR_METRICS = ("g_loss", "g_adv", "recon", "latent_recon")
+
+
+def _describe_metric(name: str) -> str:
+    head, _, group = name.partition("/")
+    if group:
+        return f"{name} (discriminator {group})"
+    if name == "d_loss":
+        return "d_loss (the discriminators' weighted sum)"
+    if name in _GENERATOR_METRICS:
+        return f"{name} (the generator side)"
+    return name
+
+
+def nonfinite_message(step: int, flags: Mapping[str, bool], metric_names: Iterable[str]) -> str:
+    """``step N: non-finite d_loss/x|h (discriminator x|h), ...; parameters: ...``."""
+    metric_names = set(metric_names)
+    metrics = [_describe_metric(k) for k, bad in flags.items() if bad and k in metric_names]
+    parts = [k for k, bad in flags.items() if bad and k not in metric_names]
+    found = []
+    if metrics:
+        found.append(", ".join(metrics))
+    if parts:
+        found.append(f"parameters or optimiser state of {', '.join(parts)}")
+    return f"step {step}: non-finite {'; '.join(found) or 'values'}"
 
 
 def _host_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -123,12 +235,17 @@ def compile_and_train(
             raise TrainError(f"--resume {resume}: not a run folder (no {run.spec_path.name})")
         saved = load_spec(run.spec_path)
         spec = load_spec(run.spec_path, overrides=overrides)
-        if model_part(saved) != model_part(spec):
-            changed = sorted(k for k in model_part(spec) if model_part(spec).get(k) != model_part(saved).get(k))
-            raise TrainError(
-                f"--resume {resume}: the overrides change the model ({', '.join(changed)}); "
-                "only training-loop settings (steps, logging, evaluation) may change on resume"
-            )
+        changes = spec_changes(model_part(saved), model_part(spec))
+        if changes:
+            raise _refuse_model_change(resume, changes, "the overrides would")
+        if run.latest_step() is not None:
+            # spec.yaml may have been edited since the checkpoint was written: compare the
+            # model the checkpoint was trained with (its hash, and the model part itself).
+            extra = run.read_checkpoint_extra()
+            if extra.get("model_hash") not in (None, model_hash(spec)):
+                changes = spec_changes(extra.get("model") or {}, model_part(spec)) or ["(details not recorded)"]
+                why = f"{run.spec_path} differs from the model of checkpoint {extra.get('step')}; the edits"
+                raise _refuse_model_change(resume, changes, why)
         if overrides:
             run.write_spec(spec.to_yaml())
     else:
@@ -145,7 +262,9 @@ def compile_and_train(
         # Data and networks are checked before the run folder exists, so a bad spec or a
         # missing dataset leaves nothing behind.
         enable_compilation_cache()
-        dataset, compiled = open_dataset(spec, "train"), compile_spec(spec)
+        dataset = open_dataset(spec, "train")
+        open_batches(spec, dataset)  # e.g. a dataset smaller than one batch
+        compiled = compile_spec(spec)
         run = RunDir.create(out, spec.name)
         run.write_spec(spec.to_yaml())
         return _train(spec, run, False, progress, evaluate_at_end, dataset, compiled)
@@ -155,75 +274,119 @@ def compile_and_train(
 def _train(
     spec: Spec, run: RunDir, resuming: bool, progress: bool, evaluate_at_end: bool, dataset=None, compiled=None
 ) -> TrainResult:
-    from ggdsl.data import Batches, prefetch
+    from ggdsl.data import prefetch
 
     train_cfg = spec.train
     enable_compilation_cache()
     dataset = dataset if dataset is not None else open_dataset(spec, "train")
-    batches = Batches(dataset, dict(spec.data.observe), train_cfg.batch_size, seed=train_cfg.seed)
+    batches = open_batches(spec, dataset)
     compiled = compiled if compiled is not None else compile_spec(spec)
-    start = 0
+    start, skipped = 0, 0
     if resuming and run.latest_step() is not None:
         state, extra = restore_state(compiled, run)
-        start = int(extra["step"])
+        start, skipped = int(extra["step"]), int(extra.get("skipped", 0))
         batches.restore(extra["data"])
     else:
         state = compiled.init_state(train_cfg.seed)
-    step_fn = compiled.make_step(jax.random.key(train_cfg.seed))
+    if resuming:
+        # Records logged after the checkpoint are logged again as training repeats those steps.
+        run.truncate_metrics(start)
+    step_fn = compiled.make_guarded_step(jax.random.key(train_cfg.seed), train_cfg.on_nonfinite)
+    skip = train_cfg.on_nonfinite == "skip"
+    hash_, model = model_hash(spec), model_part(spec)
     feed = prefetch(batches, size=3)
-    previous_handler = signal.getsignal(signal.SIGTERM)
+    guard: dict[str, Any] | None = None
+    metric_names: list[str] = []
 
-    def on_term(signum, frame):
-        raise _Stop()
-
-    try:
-        signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread
-        previous_handler = None
+    def check_guard() -> None:
+        """Raises (stop mode) when a step so far was non-finite; one host sync."""
+        if guard is None or skip:
+            return
+        first_bad = int(guard["first_bad"])
+        if first_bad < 0:
+            return
+        flags = {k: bool(v) for k, v in jax.device_get(guard["flags"]).items()}
+        latest = run.latest_step()
+        kept = (
+            f"the last good checkpoint, step {latest}, is kept in {run.checkpoints_dir}"
+            if latest is not None
+            else "no checkpoint had been saved yet"
+        )
+        raise TrainError(
+            f"{nonfinite_message(first_bad, flags, metric_names)}; training stopped "
+            f"(train.on_nonfinite: stop) and {kept}. To skip such steps instead, resume with "
+            f"--set train.on_nonfinite=skip"
+        )
 
     def checkpoint(at: int) -> None:
+        check_guard()  # a non-finite state is never saved
+        total_skipped = int(guard["skipped"]) if guard is not None else skipped
         run.save_checkpoint(
-            at, flatten_state(state), {"step": at, "data": feed.state() or batches.state(), "time": time.time()}
+            at,
+            flatten_state(state),
+            {
+                "step": at,
+                "data": feed.state() or batches.state(),
+                "time": time.time(),
+                "model_hash": hash_,
+                "model": model,
+                "skipped": total_skipped,
+            },
         )
 
     bar = _Progress(train_cfg.steps, start) if progress else None
     step = start
     last: dict[str, float] = {}
     t_log, s_log = time.perf_counter(), start
+    signals = _Signals()
     try:
-        while step < train_cfg.steps:
-            batch = next(feed)
-            state, metrics = step_fn(state, batch)
-            step += 1
-            if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-                last = _host_metrics(metrics)
-                now = time.perf_counter()
-                rate = (step - s_log) / max(now - t_log, 1e-9)
-                t_log, s_log = now, step
-                bad = [k for k, v in last.items() if not np.isfinite(v)]
-                if bad:
-                    raise TrainError(
-                        f"step {step}: non-finite {', '.join(bad)}; the last good checkpoint is kept "
-                        f"in {run.checkpoints_dir}"
-                    )
-                run.append_metrics({"step": step, "steps_per_s": rate, **last})
-                if bar is not None:
-                    bar.update(step, rate, last)
-            if step % train_cfg.checkpoint_every == 0:
-                checkpoint(step)
-            if step % train_cfg.eval_every == 0 and step < train_cfg.steps:
-                _periodic_eval(compiled, state, run, step)
-        checkpoint(step)
-    except (KeyboardInterrupt, _Stop):
-        checkpoint(step)
+        with signals:
+            while step < train_cfg.steps and signals.received is None:
+                batch = next(feed)
+                if guard is None:
+                    guard = step_fn.init_guard(state, batch, skipped)
+                    metric_names = [k for k in guard["flags"] if " " not in k]
+                state, guard, metrics = step_fn(state, guard, batch)
+                step += 1
+                if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                    last = _host_metrics(metrics)
+                    check_guard()
+                    now = time.perf_counter()
+                    rate = (step - s_log) / max(now - t_log, 1e-9)
+                    t_log, s_log = now, step
+                    record = {"step": step, "steps_per_s": rate, **last}
+                    if skip:
+                        # A skipped step's own losses are not finite: they are left out.
+                        record = {k: v for k, v in record.items() if np.isfinite(v)}
+                        record["skipped_steps"] = int(guard["skipped"])
+                        last = {k: v for k, v in record.items() if k not in ("step", "steps_per_s")}
+                    run.append_metrics(record)
+                    if bar is not None:
+                        bar.update(step, rate, last)
+                if step % train_cfg.checkpoint_every == 0:
+                    checkpoint(step)
+                if step % train_cfg.eval_every == 0 and step < train_cfg.steps:
+                    _periodic_eval(compiled, state, run, step)
+            checkpoint(step)
+            if signals.received is not None:
+                name = signal.Signals(signals.received).name
+                print(
+                    f"{name}: stopped at step {step}; checkpoint saved; continue with: "
+                    f"ggdsl compile-and-train --resume {run.path}",
+                    flush=True,
+                )
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        print(f"stopped at step {step}; checkpoint saved; continue with: ggdsl compile-and-train --resume {run.path}")
-        raise KeyboardInterrupt from None
+        if signals.received is not None and run.latest_step() != step:
+            print(
+                f"stopped at step {step} without a checkpoint; the latest is step {run.latest_step()}",
+                flush=True,
+            )
+        raise
     finally:
         feed.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
     if bar is not None:
         bar.close()
     evaluation = {}

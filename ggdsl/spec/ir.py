@@ -143,6 +143,7 @@ class TrainSpec:
     eval_every: int = 5000
     checkpoint_every: int = 5000
     devices: str | int = "auto"
+    on_nonfinite: str = "stop"
 
 
 @dataclass(frozen=True)

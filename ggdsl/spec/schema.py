@@ -312,6 +312,11 @@ TRAIN_KEYS: dict[str, Key] = {
     "eval_every": Key(check_int(1), default=5000, doc="steps between evaluations"),
     "checkpoint_every": Key(check_int(1), default=5000, doc="steps between checkpoints"),
     "devices": Key(check_any_of(check_choice("auto"), check_int(1, 1 << 16)), default="auto", doc="`auto` or a count"),
+    "on_nonfinite": Key(
+        check_choice("stop", "skip"),
+        default="stop",
+        doc="a NaN/inf loss or parameter: `stop` training, or `skip` that step's update",
+    ),
 }
 
 EVAL_NAMES: tuple[str, ...] = (
