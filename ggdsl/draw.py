@@ -1,7 +1,8 @@
 """Pictures of p, q and the discriminator attachments, side by side.
 
-``.dot`` files are written as text; ``.svg`` / ``.png`` are rendered by Graphviz's ``dot``
-when it is on PATH and by matplotlib otherwise. The time plate is drawn unrolled
+``.dot`` files are written as text; ``.svg`` / ``.png`` / ``.pdf`` are rendered by
+Graphviz's ``dot`` when it is on PATH; otherwise ``.svg`` is written directly and ``.png`` /
+``.pdf`` by matplotlib. The time plate is drawn unrolled
 (``v[1]..v[T]``) or folded into a plate (one node per template, a box labelled t = 1..T).
 """
 
@@ -98,6 +99,114 @@ def to_dot(spec: Spec, analysis: Analysis | None = None, *, plate: bool = False)
     return "\n".join(lines) + "\n"
 
 
+def _positions(
+    spec: Spec, analysis: Analysis, plate: bool, panels: dict[str, nx.DiGraph], title: str, graph: nx.DiGraph
+) -> dict[str, tuple[float, float]]:
+    """Where each node of one panel goes (y grows upwards)."""
+    if spec.time is not None and not plate:
+        # Unrolled time: one column per step (globals at column 0), one row per template.
+        rows = {name: -index for index, name in enumerate(spec.model)}
+        positions = {
+            n: (float(analysis.steps[n] or 0), float(rows[analysis.templates[n]])) for n in graph if n in analysis.steps
+        }
+    else:
+        source = panels["p(X, Z)"] if title == "discriminators" else graph
+        layered = nx.DiGraph()
+        layered.add_nodes_from(graph)
+        # Layers follow same-step edges only; a folded time edge (v[t-1] -> v) would be a loop.
+        layered.add_edges_from((a, b) for a, b, attrs in source.edges(data=True) if a != b and not attrs.get("label"))
+        for layer, nodes in enumerate(nx.topological_generations(layered)):
+            for node in nodes:
+                layered.nodes[node]["layer"] = layer
+        laid = nx.multipartite_layout(layered, subset_key="layer", align="horizontal", scale=1.0)
+        positions = {n: (float(x), -float(y)) for n, (x, y) in laid.items()}
+    if title == "discriminators":
+        for factor in (n for n, a in graph.nodes(data=True) if a.get("kind") == "factor"):
+            members = list(graph.successors(factor))
+            xs = [positions[m][0] for m in members]
+            ys = [positions[m][1] for m in members]
+            positions[factor] = (sum(xs) / len(xs) + 0.15, sum(ys) / len(ys) + 0.05)
+    return positions
+
+
+def _svg(spec: Spec, analysis: Analysis, path: Path, plate: bool) -> None:
+    """An SVG written directly (no matplotlib import, so `ggdsl graph -o x.svg` stays fast)."""
+    from html import escape
+
+    panels = _panels(spec, analysis, plate)
+    panel_w, panel_h, margin, radius = 420.0, 420.0, 50.0, 18.0
+    parts = []
+    for index, (title, graph) in enumerate(panels.items()):
+        positions = _positions(spec, analysis, plate, panels, title, graph)
+        xs = [x for x, _ in positions.values()] or [0.0]
+        ys = [y for _, y in positions.values()] or [0.0]
+        span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+
+        def at(node, xs=xs, ys=ys, span_x=span_x, span_y=span_y, positions=positions, index=index):
+            x, y = positions[node]
+            return (
+                index * panel_w + margin + (x - min(xs)) / span_x * (panel_w - 2 * margin),
+                margin + 30 + (max(ys) - y) / span_y * (panel_h - 2 * margin - 30),
+            )
+
+        parts.append(
+            f'<text x="{index * panel_w + panel_w / 2}" y="30" text-anchor="middle" '
+            f'font-size="16">{escape(title)}</text>'
+        )
+        for a, b, attrs in graph.edges(data=True):
+            (x1, y1), (x2, y2) = at(a), at(b)
+            factor_edge = graph.nodes[a].get("kind") == "factor"
+            dash = ' stroke-dasharray="5,4"' if attrs.get("exact") else ""
+            marker = "" if factor_edge else ' marker-end="url(#arrow)"'
+            length = max(((x2 - x1) ** 2 + (y2 - y1) ** 2) ** 0.5, 1e-6)
+            shorten = 0.0 if factor_edge else radius
+            x2s, y2s = x2 - (x2 - x1) * shorten / length, y2 - (y2 - y1) * shorten / length
+            parts.append(
+                f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2s:.1f}" y2="{y2s:.1f}" stroke="black"{dash}{marker}/>'
+            )
+            if attrs.get("label"):
+                parts.append(
+                    f'<text x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2 - 4:.1f}" font-size="10" '
+                    f'text-anchor="middle">{escape(attrs["label"])}</text>'
+                )
+        for node, attrs in graph.nodes(data=True):
+            x, y = at(node)
+            if attrs.get("kind") == "factor":
+                parts.append(f'<rect x="{x - 7:.1f}" y="{y - 7:.1f}" width="14" height="14" fill="black"/>')
+                parts.append(f'<text x="{x + 10:.1f}" y="{y - 8:.1f}" font-size="10">{escape(node)}</text>')
+            else:
+                fill = "#bbbbbb" if attrs.get("observed") else "white"
+                parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius}" fill="{fill}" stroke="black"/>')
+                parts.append(
+                    f'<text x="{x:.1f}" y="{y + 4:.1f}" font-size="11" text-anchor="middle">{escape(node)}</text>'
+                )
+        if plate and spec.time is not None:
+            inside = [at(n) for n, a in graph.nodes(data=True) if a.get("plate")]
+            if inside:
+                px, py = [p[0] for p in inside], [p[1] for p in inside]
+                x0, y0 = min(px) - 35, min(py) - 35
+                parts.append(
+                    f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{max(px) - min(px) + 70:.1f}" '
+                    f'height="{max(py) - min(py) + 70:.1f}" fill="none" stroke="black" '
+                    'stroke-dasharray="6,4"/>'
+                )
+                parts.append(
+                    f'<text x="{max(px) + 30:.1f}" y="{max(py) + 30:.1f}" font-size="10" '
+                    f'text-anchor="end">t = 1..{spec.time.steps}</text>'
+                )
+    width, height = 3 * panel_w, panel_h + 20
+    path.write_text(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'font-family="Helvetica, Arial, sans-serif">\n'
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z"/></marker></defs>\n'
+        f'<rect width="100%" height="100%" fill="white"/>\n'
+        f'<text x="{width / 2}" y="14" text-anchor="middle" font-size="13">{escape(spec.name)}</text>\n'
+        + "\n".join(parts)
+        + "\n</svg>\n"
+    )
+
+
 def _matplotlib(spec: Spec, analysis: Analysis, path: Path, plate: bool) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -108,33 +217,7 @@ def _matplotlib(spec: Spec, analysis: Analysis, path: Path, plate: bool) -> None
     figure = Figure(figsize=(3 * width, width))
     FigureCanvasAgg(figure)
     for axis, (title, graph) in zip(figure.subplots(1, 3), panels.items(), strict=True):
-        if spec.time is not None and not plate:
-            # Unrolled time: one column per step (globals at column 0), one row per template.
-            rows = {name: -index for index, name in enumerate(spec.model)}
-            positions = {
-                n: (float(analysis.steps[n] or 0), float(rows[analysis.templates[n]]))
-                for n in graph
-                if n in analysis.steps
-            }
-        else:
-            source = panels["p(X, Z)"] if title == "discriminators" else graph
-            layered = nx.DiGraph()
-            layered.add_nodes_from(graph)
-            # Layers follow same-step edges only; a folded time edge (v[t-1] -> v) would be a loop.
-            layered.add_edges_from(
-                (a, b) for a, b, attrs in source.edges(data=True) if a != b and not attrs.get("label")
-            )
-            for layer, nodes in enumerate(nx.topological_generations(layered)):
-                for node in nodes:
-                    layered.nodes[node]["layer"] = layer
-            positions = nx.multipartite_layout(layered, subset_key="layer", align="horizontal", scale=1.0)
-            positions = {n: (x, -y) for n, (x, y) in positions.items()}
-        if title == "discriminators":
-            for factor in (n for n, a in graph.nodes(data=True) if a.get("kind") == "factor"):
-                members = list(graph.successors(factor))
-                xs = [positions[m][0] for m in members]
-                ys = [positions[m][1] for m in members]
-                positions[factor] = (sum(xs) / len(xs) + 0.15, sum(ys) / len(ys) + 0.05)
+        positions = _positions(spec, analysis, plate, panels, title, graph)
         variables = [n for n, a in graph.nodes(data=True) if a.get("kind") != "factor"]
         factors = [n for n, a in graph.nodes(data=True) if a.get("kind") == "factor"]
         colours = ["#bbbbbb" if graph.nodes[n].get("observed") else "white" for n in variables]
@@ -195,6 +278,8 @@ def draw(spec: Spec, path: str | Path, *, plate: bool = False, analysis: Analysi
         path.write_text(dot)
     elif shutil.which("dot"):
         subprocess.run(["dot", f"-T{path.suffix[1:]}", "-o", str(path)], input=dot.encode(), check=True)
+    elif path.suffix == ".svg":
+        _svg(spec, analysis, path, plate)
     else:
         _matplotlib(spec, analysis, path, plate)
     return path

@@ -407,3 +407,19 @@ def test_random_graphs_with_cycles_fail_cleanly(parent_lists):
     else:
         assert nx.is_directed_acyclic_graph(graph)
         assert set(spec.model) == set(names)
+
+
+@pytest.mark.parametrize("plate", [False, True])
+def test_graph_svg_and_dot_name_every_node(tmp_path, plate):
+    import xml.dom.minidom
+
+    from ggdsl.draw import draw
+
+    spec = load_spec(BUNDLED / "ssgan_moving_mnist_t4.yaml")
+    svg = draw(spec, tmp_path / "g.svg", plate=plate)
+    texts = {n.firstChild.data for n in xml.dom.minidom.parse(str(svg)).getElementsByTagName("text") if n.firstChild}
+    expected = {"h", "v[1]", "v", "x"} if plate else {"h", *(f"{v}[{t}]" for v in "vx" for t in range(1, 5))}
+    assert expected <= texts
+    assert {"p(X, Z)", "q(Z | X)", "discriminators", "D(x|h,v)", "D(v|v[t-1])"} <= texts
+    dot = draw(spec, tmp_path / "g.dot", plate=plate).read_text()
+    assert dot.startswith('digraph "ssgan-moving-mnist-t4"') and dot.count("subgraph cluster_") >= 3
