@@ -265,10 +265,44 @@ def compile_and_train(
         dataset = open_dataset(spec, "train")
         open_batches(spec, dataset)  # e.g. a dataset smaller than one batch
         compiled = compile_spec(spec)
+        DataParallel(spec.train.devices, spec.train.batch_size)  # a bad device count fails here too
         run = RunDir.create(out, spec.name)
         run.write_spec(spec.to_yaml())
         return _train(spec, run, False, progress, evaluate_at_end, dataset, compiled)
     return _train(spec, run, True, progress, evaluate_at_end)
+
+
+class DataParallel:
+    """Data parallelism with JAX's own sharding: the batch is split over a 1-D device mesh
+    (axis ``data``), the state is replicated, and the same jitted step runs on all devices.
+
+    ``train.devices: auto`` uses every local device, an integer N the first N.
+    """
+
+    def __init__(self, devices: str | int, batch_size: int):
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        local = jax.local_devices()
+        count = len(local) if devices == "auto" else int(devices)
+        if count > len(local):
+            raise TrainError(f"train.devices: {count} devices asked for, {len(local)} available ({local[0].platform})")
+        if batch_size % count:
+            raise TrainError(
+                f"train.batch_size {batch_size} does not split over {count} devices; use a multiple of {count} "
+                f"or set train.devices"
+            )
+        self.count = count
+        mesh = Mesh(np.array(local[:count]), ("data",))
+        self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+
+    def state(self, state: TrainState) -> TrainState:
+        return jax.device_put(state, self.replicated) if self.count > 1 else state
+
+    def batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        if self.count == 1:
+            return dict(batch)
+        return {k: jax.device_put(v, self.batch_sharding) for k, v in batch.items()}
 
 
 def _train(
@@ -288,6 +322,8 @@ def _train(
         batches.restore(extra["data"])
     else:
         state = compiled.init_state(train_cfg.seed)
+    parallel = DataParallel(train_cfg.devices, train_cfg.batch_size)
+    state = parallel.state(state)
     if resuming:
         # Records logged after the checkpoint are logged again as training repeats those steps.
         run.truncate_metrics(start)
@@ -342,7 +378,7 @@ def _train(
     try:
         with signals:
             while step < train_cfg.steps and signals.received is None:
-                batch = next(feed)
+                batch = parallel.batch(next(feed))
                 if guard is None:
                     guard = step_fn.init_guard(state, batch, skipped)
                     metric_names = [k for k in guard["flags"] if " " not in k]
