@@ -7,7 +7,9 @@
         metrics.jsonl      one JSON object per logged step, appended as training goes
         checkpoints/       orbax checkpoints, one folder per step (the last few kept)
         figures/           PNG and GIF figures written by evaluation
+        tb/                TensorBoard event files: the metrics and figures (ggdsl.tensorboard_log)
         eval.json          the evaluation results
+        report.html        one self-contained page of the run, written by ``ggdsl eval``
 
 Writes are crash-safe: a metrics record is one ``write`` plus ``fsync`` of a full line, and
 a reader ignores a cut last line; a checkpoint is written to a temporary folder that orbax
@@ -131,9 +133,7 @@ def _normalise_leaves(tree: Any) -> Any:
     """Orbax rejects numpy scalars (``np.float32(1.0)``); 0-d arrays are fine."""
     import jax
 
-    return jax.tree_util.tree_map(
-        lambda leaf: np.asarray(leaf) if isinstance(leaf, np.generic) else leaf, tree
-    )
+    return jax.tree_util.tree_map(lambda leaf: np.asarray(leaf) if isinstance(leaf, np.generic) else leaf, tree)
 
 
 def _path_name(path: tuple[Any, ...]) -> str:
@@ -178,6 +178,8 @@ class RunDir:
     CHECKPOINTS_DIR = "checkpoints"
     FIGURES_DIR = "figures"
     EVAL_FILE = "eval.json"
+    TB_DIR = "tb"
+    REPORT_FILE = "report.html"
 
     def __init__(self, path: PathLike):
         self.path = Path(path)
@@ -239,6 +241,20 @@ class RunDir:
     def eval_path(self) -> Path:
         """The evaluation results, ``eval.json``."""
         return self.path / self.EVAL_FILE
+
+    @property
+    def tb_dir(self) -> Path:
+        """The TensorBoard event files, ``tb/`` (see :mod:`ggdsl.tensorboard_log`)."""
+        return self.path / self.TB_DIR
+
+    @property
+    def report_path(self) -> Path:
+        """The run's self-contained page, ``report.html``."""
+        return self.path / self.REPORT_FILE
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (its ``spec.yaml``)."""
+        return self.spec_path.is_file()
 
     def write_spec(self, text: str) -> Path:
         """Writes the resolved spec's YAML text to ``spec.yaml``, atomically."""
@@ -346,9 +362,7 @@ class RunDir:
             cleanup_tmp_directories=writing,
             preservation_policy=policy,
         )
-        return ocp.CheckpointManager(
-            self.checkpoints_dir.absolute(), options=options, handler_registry=registry
-        )
+        return ocp.CheckpointManager(self.checkpoints_dir.absolute(), options=options, handler_registry=registry)
 
     def checkpoint_steps(self) -> list[int]:
         """Steps with a complete checkpoint, ascending (read from disk, without orbax).
@@ -419,16 +433,12 @@ class RunDir:
             with self._manager(max_to_keep=max_to_keep, writing=True) as manager:
                 saved = manager.save(step, args=args, force=True)
         except Exception as error:
-            raise TrainError(
-                f"could not save checkpoint step {step} to {self.checkpoints_dir}: {error}"
-            ) from error
+            raise TrainError(f"could not save checkpoint step {step} to {self.checkpoints_dir}: {error}") from error
         if not saved:
             raise TrainError(f"orbax declined to save checkpoint step {step}")
         return True
 
-    def restore_checkpoint(
-        self, step: int | None = None, target: Any = None
-    ) -> tuple[Any, dict[str, Any]]:
+    def restore_checkpoint(self, step: int | None = None, target: Any = None) -> tuple[Any, dict[str, Any]]:
         """Restores a checkpoint's state and extra data.
 
         Args:
@@ -478,8 +488,7 @@ class RunDir:
             except Exception as error:
                 detail = self._structure_difference(manager, int(step), template) or str(error)
                 raise TrainError(
-                    f"checkpoint step {step} in {self.checkpoints_dir} does not match the "
-                    f"expected state: {detail}"
+                    f"checkpoint step {step} in {self.checkpoints_dir} does not match the expected state: {detail}"
                 ) from error
         state = restored[_STATE]
         if template is not None:
@@ -549,8 +558,7 @@ def _check_dtypes(manager: Any, step: int, template: Any, where: Path) -> None:
             wrong.append(f"{name}: saved {saved[name]}, expected {np.dtype(dtype)}")
     if wrong:
         raise TrainError(
-            f"checkpoint step {step} in {where} does not match the expected state: "
-            + "; ".join(wrong[:10])
+            f"checkpoint step {step} in {where} does not match the expected state: " + "; ".join(wrong[:10])
         )
 
 
@@ -572,8 +580,7 @@ def _check_shapes(template: Any, state: Any, step: int, where: Path) -> None:
     ]
     if wrong:
         raise TrainError(
-            f"checkpoint step {step} in {where} does not match the expected state: "
-            + "; ".join(wrong[:10])
+            f"checkpoint step {step} in {where} does not match the expected state: " + "; ".join(wrong[:10])
         )
 
 
