@@ -10,14 +10,32 @@ from typing import Any
 
 from ggdsl.errors import BuildError, DataError, EvalError, GGDSLError, GraphError, SpecError, TrainError
 from ggdsl.factorize import Analysis, Factor, analyze
+from ggdsl.nodes import NodeSampler, register_sampler
 from ggdsl.spec import Layer, ModelBuilder, Spec, Variable, load_spec, register_node
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Analysis", "BuildError", "DataError", "EvalError", "Factor", "GGDSLError", "GraphError",
-    "Layer", "ModelBuilder", "Spec", "SpecError", "TrainError", "Variable", "analyze",
-    "compile_and_train", "load_run", "load_spec", "register_node",
+    "Analysis",
+    "BuildError",
+    "DataError",
+    "EvalError",
+    "Factor",
+    "GGDSLError",
+    "GraphError",
+    "Layer",
+    "ModelBuilder",
+    "NodeSampler",
+    "Spec",
+    "SpecError",
+    "TrainError",
+    "Variable",
+    "analyze",
+    "compile_and_train",
+    "load_run",
+    "load_spec",
+    "register_node",
+    "register_sampler",
 ]
 
 
