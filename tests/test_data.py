@@ -375,12 +375,6 @@ def test_moving_digits() -> None:
         load_dataset("moving_digits", {"images": "digits"})
 
 
-def test_chairs_not_implemented() -> None:
-    assert check_source_options("chairs", {"canvas": 64, "count": 10}) == []
-    with pytest.raises(DataError, match="not implemented"):
-        load_dataset("chairs", {"steps": 4})
-
-
 def test_tfds_without_package_or_data(tmp_path: Path) -> None:
     try:
         import tensorflow_datasets  # noqa: F401

