@@ -7,6 +7,7 @@ makes the jitted training step, a pure function ``(state, batch) -> (state, metr
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class Compiled:
             "d_opt": self.d_tx.init(d_params),
             "step": jnp.zeros((), jnp.int32),
             "baseline": jnp.zeros((), jnp.float32),
+            **({"g_ema": g_params} if self.spec.train.ema else {}),
         }
 
     def generative(self, state: TrainState) -> Generative:
@@ -109,33 +111,43 @@ class Compiled:
     def make_step(self, base_key: jax.Array, *, jit: bool = True):
         """The training step: ``critic_steps`` discriminator updates, one generator update."""
         plan, settings = self.plan, self.settings
-        d_settings = Settings(settings.discrete, settings.temperature, 0.0, 0.0, settings.r1)
-        settings = Settings(settings.discrete, settings.temperature, settings.reconstruction,
-                            settings.latent_reconstruction, 0.0)
+        d_settings = dataclasses.replace(settings, reconstruction=0.0, latent_reconstruction=0.0)
+        settings = dataclasses.replace(settings, r1=0.0)
         g_def, d_def, g_tx, d_tx = self.g_def, self.d_def, self.g_tx, self.d_tx
         critic_steps = self.spec.train.critic_steps
+        total_steps = self.spec.train.steps
+        ema = float(self.spec.train.ema)
 
         # copy=True: fresh Variables owned by the grad trace, so batch norm may update its
         # statistics in place (merging the traced states as they are raises TraceContextError).
-        def d_loss_fn(d_params, d_rest, g_params, g_rest, batch, key):
+        def d_loss_fn(d_params, d_rest, g_params, g_rest, batch, key, progress):
             gen = nnx.merge(g_def, g_params, g_rest, copy=True)
             critics = nnx.merge(d_def, d_params, d_rest, copy=True)
-            d_loss, _, metrics = losses(gen, critics, plan, batch, key, settings=d_settings)
+            d_loss, _, metrics = losses(gen, critics, plan, batch, key, settings=d_settings, progress=progress)
             return d_loss, (metrics, nnx.split(critics, nnx.Param, ...)[2])
 
-        def g_loss_fn(g_params, g_rest, d_params, d_rest, batch, key, baseline):
+        def g_loss_fn(g_params, g_rest, d_params, d_rest, batch, key, baseline, progress):
             gen = nnx.merge(g_def, g_params, g_rest, copy=True)
             critics = nnx.merge(d_def, d_params, d_rest, copy=True)
-            _, g_loss, metrics = losses(gen, critics, plan, batch, key, settings=settings, baseline=baseline)
+            _, g_loss, metrics = losses(
+                gen, critics, plan, batch, key, settings=settings, baseline=baseline, progress=progress
+            )
             return g_loss, (metrics, nnx.split(gen, nnx.Param, ...)[2])
 
         def step(state: TrainState, batch: Mapping[str, jax.Array]):
             key = jax.random.fold_in(base_key, state["step"])
+            progress = state["step"].astype(jnp.float32) / max(1, total_steps)
             d_params, d_rest, d_opt = state["d_params"], state["d_rest"], state["d_opt"]
             d_metrics = {}
             for index in range(critic_steps):
                 grads, (d_metrics, d_rest) = jax.grad(d_loss_fn, has_aux=True)(
-                    d_params, d_rest, state["g_params"], state["g_rest"], batch, jax.random.fold_in(key, index)
+                    d_params,
+                    d_rest,
+                    state["g_params"],
+                    state["g_rest"],
+                    batch,
+                    jax.random.fold_in(key, index),
+                    progress,
                 )
                 updates, d_opt = d_tx.update(grads, d_opt, d_params)
                 d_params = optax.apply_updates(d_params, updates)
@@ -147,6 +159,7 @@ class Compiled:
                 batch,
                 jax.random.fold_in(key, critic_steps),
                 state["baseline"],
+                progress,
             )
             updates, g_opt = g_tx.update(grads, state["g_opt"], state["g_params"])
             g_params = optax.apply_updates(state["g_params"], updates)
@@ -165,6 +178,8 @@ class Compiled:
                 "step": state["step"] + 1,
                 "baseline": baseline,
             }
+            if ema:
+                new_state["g_ema"] = optax.incremental_update(g_params, state["g_ema"], 1.0 - ema)
             return new_state, metrics
 
         return jax.jit(step, donate_argnums=0) if jit else step

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from ggdsl.build import Critics, Generative, module_key
+from ggdsl.nodes import BUILTIN_TYPES, node_sampler
 from ggdsl.plan import ModelPlan
 
 Values = dict[str, jax.Array]
@@ -34,6 +36,8 @@ class Settings:
     reconstruction: float = 0.0
     latent_reconstruction: float = 0.0
     r1: float = 0.0
+    instance_noise: float = 0.0
+    stack_steps: bool = True  # copies of a template in one call / a scan; False: one call per node
 
 
 def settings_of(plan: ModelPlan) -> Settings:
@@ -44,6 +48,7 @@ def settings_of(plan: ModelPlan) -> Settings:
         float(spec.objective.reconstruction),
         float(spec.objective.latent_reconstruction),
         float(spec.objective.r1),
+        instance_noise=float(spec.objective.instance_noise),
     )
 
 
@@ -98,6 +103,96 @@ def _definition(plan: ModelPlan, node: str):
     return (var.first, f"{var.name}[1]") if node in plan.analysis.first else (var, var.name)
 
 
+# --- Tied templates across steps -------------------------------------------------------------
+#
+# The copies of one network template (a frame generator x[t] | h, v[t], an extractor
+# q(v[t] | x[t]), a transition v[t] | v[t-1]) are traced once, whatever the number of steps:
+# copies whose inputs are all known are stacked along the batch axis and run as one call (the
+# vmap of a per-example network, in one larger matrix product); a chain, where each copy reads
+# the previous copy's output, runs under ``jax.lax.scan``. Anything else falls back to one call
+# per copy. ``stack_steps=False`` forces that fallback (for testing the equivalence).
+
+
+def _stacked_call(net, net_spec, bindings, values: Values, extra: Mapping[str, jax.Array], train: bool) -> list:
+    """One call of ``net`` for several copies, their inputs stacked along the batch axis."""
+    inputs = {name: jnp.concatenate([_gather(values, b[name]) for b in bindings], axis=0) for name in bindings[0]}
+    inputs.update(extra)
+    return jnp.split(net(inputs, train=train), len(bindings), axis=0)
+
+
+def _chain_slot(bindings, members: list[str], ready: Mapping[str, object]) -> str | None:
+    """The input through which each copy reads the previous one, if ``members`` form a chain."""
+    if len(members) < 2:
+        return None
+    slots = None
+    for i, binding in enumerate(bindings):
+        if i == 0:
+            candidates = {s for s, nodes in binding.items() if len(nodes) == 1}
+        else:
+            candidates = {s for s, nodes in binding.items() if nodes == (members[i - 1],)}
+        slots = candidates if slots is None else slots & candidates
+        others = [n for s, nodes in binding.items() if s not in slots for n in nodes]
+        if not slots or any(n not in ready for n in others):
+            return None
+    slot = sorted(slots)[0]
+    first_input = bindings[0][slot][0]
+    if first_input not in ready or any(n not in ready for s, nodes in bindings[0].items() for n in nodes):
+        return None
+    return slot
+
+
+def _scan_chain(net, net_spec, bindings, slot: str, values: Values, per_step: Mapping[str, jax.Array], finish, train):
+    """Run a chain of copies under ``lax.scan``; ``finish(out, step_inputs) -> (value, extras)``."""
+    graphdef, params, state = nnx.split(net, nnx.Param, ...)
+    xs = {name: jnp.stack([_gather(values, b[name]) for b in bindings]) for name in bindings[0] if name != slot}
+    xs.update(per_step)
+
+    def body(carry, step):
+        previous, net_state = carry
+        module = nnx.merge(graphdef, params, net_state)
+        inputs = {slot: previous, **step}
+        out = module({k: v for k, v in inputs.items() if k in net_spec.inputs}, train=train)
+        value, extras = finish(out, inputs)
+        return (value, nnx.state(module, nnx.Not(nnx.Param))), (value, extras)
+
+    init = (values[bindings[0][slot][0]], state)
+    (_, final_state), (stacked, extras) = jax.lax.scan(body, init, xs)
+    if jax.tree.leaves(final_state):
+        nnx.update(net, final_state)
+    return stacked, extras
+
+
+def _pending_members(net_spec, node: str, order: Mapping[str, int], values: Values) -> tuple[list[str], list]:
+    pairs = [(m, b) for m, b in zip(net_spec.members, net_spec.bindings, strict=True) if m not in values]
+    pairs.sort(key=lambda pair: order[pair[0]])
+    return [m for m, _ in pairs], [b for _, b in pairs]
+
+
+def _finish_p(gen: Generative, var, std_key: str, settings: Settings, batch_size: int):
+    """Turns a generator output (or None, for a root) into a sample of the node."""
+    shape = (batch_size, *var.shape)
+
+    def finish(net_out, key_node):
+        if var.type == "categorical":
+            classes = int(var.get("classes"))
+            if net_out is None:
+                probs = var.get("probs")
+                logits = jnp.log(jnp.asarray(probs, jnp.float32)) if probs is not None else jnp.zeros(classes)
+                return jax.nn.one_hot(jax.random.categorical(key_node, logits, shape=shape), classes)
+            return discrete_sample(net_out, key_node, settings.discrete, settings.temperature)[0]
+        if var.type == "normal":
+            noise = jax.random.normal(key_node, shape)
+            mean = net_out if net_out is not None else jnp.asarray(var.get("mean"), jnp.float32)
+            return mean + _std(gen, var, std_key) * noise
+        if var.type == "uniform":
+            return jax.random.uniform(key_node, shape, minval=var.get("low"), maxval=var.get("high"))
+        if var.type == "implicit":
+            return net_out
+        return node_sampler(var.type).sample_p(var, net_out, key_node, shape, settings)
+
+    return finish
+
+
 def sample_p(
     gen: Generative,
     plan: ModelPlan,
@@ -107,46 +202,54 @@ def sample_p(
     train: bool,
     settings: Settings,
     fixed: Mapping[str, jax.Array] | None = None,
+    stack_steps: bool = True,
 ) -> Values:
     """Ancestral samples of every node of p; ``fixed`` clamps nodes (e.g. a component)."""
-    values: Values = {}
-    for index, node in enumerate(plan.analysis.nodes):
-        if fixed is not None and node in fixed:
-            values[node] = fixed[node]
+    nodes = plan.analysis.nodes
+    order = {node: i for i, node in enumerate(nodes)}
+    values: Values = dict(fixed or {})
+    for node in nodes:
+        if node in values:
             continue
-        key_node = jax.random.fold_in(key, index)
         var, std_key = _definition(plan, node)
-        shape = (batch_size, *var.shape)
+        finish = _finish_p(gen, var, std_key, settings, batch_size)
         gen_key = plan.generator_of.get(node)
-        net_out = None
-        if gen_key is not None:
-            net_spec = plan.generators[gen_key]
-            binding = net_spec.bindings[net_spec.members.index(node)]
-            extra = {}
-            if "eps" in net_spec.inputs:
-                extra["eps"] = jax.random.normal(jax.random.fold_in(key_node, 1), (batch_size, *net_spec.inputs["eps"]))
-            net_out = _call(gen.generators[module_key(gen_key)], binding, values, extra, train)
-            if net_spec.residual is not None:
-                net_out = net_out + _gather(values, binding[net_spec.residual])
-        if var.type == "categorical":
-            classes = int(var.get("classes"))
-            if net_out is None:
-                probs = var.get("probs")
-                logits = jnp.log(jnp.asarray(probs, jnp.float32)) if probs is not None else jnp.zeros(classes)
-                index_sample = jax.random.categorical(key_node, logits, shape=shape)
-                values[node] = jax.nn.one_hot(index_sample, classes)
-            else:
-                values[node] = discrete_sample(net_out, key_node, settings.discrete, settings.temperature)[0]
-        elif var.type == "normal":
-            noise = jax.random.normal(key_node, shape)
-            mean = net_out if net_out is not None else jnp.asarray(var.get("mean"), jnp.float32)
-            values[node] = mean + _std(gen, var, std_key) * noise
-        elif var.type == "uniform":
-            values[node] = jax.random.uniform(key_node, shape, minval=var.get("low"), maxval=var.get("high"))
-        elif var.type == "implicit":
-            values[node] = net_out
-        else:
-            raise NotImplementedError(f"no sampler for node type {var.type!r}")
+        if gen_key is None:
+            values[node] = finish(None, jax.random.fold_in(key, order[node]))
+            continue
+        net_spec = plan.generators[gen_key]
+        net = gen.generators[module_key(gen_key)]
+        members, bindings = _pending_members(net_spec, node, order, values)
+        if not stack_steps:
+            members, bindings = [node], [net_spec.bindings[net_spec.members.index(node)]]
+        keys = [jax.random.fold_in(key, order[m]) for m in members]
+        has_eps = "eps" in net_spec.inputs
+        eps_shape = (batch_size, *net_spec.inputs.get("eps", ()))
+        eps = [jax.random.normal(jax.random.fold_in(k, 1), eps_shape) for k in keys] if has_eps else []
+        residual = net_spec.residual
+        slot = _chain_slot(bindings, members, values)
+        if slot is not None:
+            per_step = {"__key__": jnp.stack(keys)}
+            if has_eps:
+                per_step["eps"] = jnp.stack(eps)
+
+            def finish_step(out, step, finish=finish, residual=residual):
+                if residual is not None:
+                    out = out + step[residual]
+                return finish(out, step["__key__"]), {}
+
+            stacked, _ = _scan_chain(net, net_spec, bindings, slot, values, per_step, finish_step, train)
+            values.update({m: stacked[i] for i, m in enumerate(members)})
+            continue
+        ready = all(n in values for b in bindings for nodes_ in b.values() for n in nodes_)
+        if not ready:
+            members, bindings, keys, eps = [node], [net_spec.bindings[net_spec.members.index(node)]], keys[:1], eps[:1]
+        extra = {"eps": jnp.concatenate(eps, axis=0)} if has_eps else {}
+        outs = _stacked_call(net, net_spec, bindings, values, extra, train)
+        for member, binding, out, key_member in zip(members, bindings, outs, keys, strict=True):
+            if residual is not None:
+                out = out + _gather(values, binding[residual])
+            values[member] = finish(out, key_member)
     return values
 
 
@@ -179,8 +282,29 @@ def exact_logits(gen: Generative, plan: ModelPlan, latent: str, values: Values, 
     return log_prior - 0.5 * sq
 
 
+def _finish_q(var, settings: Settings):
+    """Turns an extractor output into (sample, extras): a categorical's posterior and log-probability."""
+
+    def finish(out, key_latent):
+        if var.type == "categorical":
+            value, log_prob = discrete_sample(out, key_latent, settings.discrete, settings.temperature)
+            return value, {"probs": jax.nn.softmax(out, axis=-1), "log_prob": log_prob}
+        if var.type not in BUILTIN_TYPES:
+            return node_sampler(var.type).sample_q(var, out, key_latent, settings), {}
+        return out, {}
+
+    return finish
+
+
 def sample_q(
-    gen: Generative, plan: ModelPlan, observed: Values, key: jax.Array, *, train: bool, settings: Settings
+    gen: Generative,
+    plan: ModelPlan,
+    observed: Values,
+    key: jax.Array,
+    *,
+    train: bool,
+    settings: Settings,
+    stack_steps: bool = True,
 ) -> tuple[Values, dict[str, jax.Array], dict[str, jax.Array]]:
     """Recognition samples of every latent given observed values, leaves to roots.
 
@@ -190,41 +314,76 @@ def sample_q(
     values: Values = dict(observed)
     probs: dict[str, jax.Array] = {}
     log_probs: dict[str, jax.Array] = {}
-    for index, latent in enumerate(plan.analysis.order):
-        key_latent = jax.random.fold_in(key, index)
-        var = plan.spec.model[plan.analysis.templates[latent]]
+    order = {latent: i for i, latent in enumerate(plan.analysis.order)}
+
+    def store(latent: str, value: jax.Array, extras: Mapping[str, jax.Array]) -> None:
+        values[latent] = value
+        if "probs" in extras:
+            probs[latent], log_probs[latent] = extras["probs"], extras["log_prob"]
+
+    def template(latent: str):
+        return plan.spec.model[plan.analysis.templates[latent]]
+
+    for latent in plan.analysis.order:
+        if latent in values:
+            continue
+        finish = _finish_q(template(latent), settings)
         if latent in plan.analysis.exact:
             out = exact_logits(gen, plan, latent, values, train=train)
-        else:
-            net_key = plan.extractor_of[latent]
-            net_spec = plan.extractors[net_key]
-            binding = net_spec.bindings[net_spec.members.index(latent)]
-            out = _call(gen.extractors[module_key(net_key)], binding, values, {}, train)
-        if var.type == "categorical":
-            probs[latent] = jax.nn.softmax(out, axis=-1)
-            values[latent], log_probs[latent] = discrete_sample(
-                out, key_latent, settings.discrete, settings.temperature
+            store(latent, *finish(out, jax.random.fold_in(key, order[latent])))
+            continue
+        net_key = plan.extractor_of[latent]
+        net_spec = plan.extractors[net_key]
+        net = gen.extractors[module_key(net_key)]
+        members, bindings = _pending_members(net_spec, latent, order, values)
+        if not stack_steps:
+            members, bindings = [latent], [net_spec.bindings[net_spec.members.index(latent)]]
+        keys = [jax.random.fold_in(key, order[m]) for m in members]
+        one_template = len({plan.analysis.templates[m] for m in members}) == 1
+        slot = _chain_slot(bindings, members, values) if one_template else None
+        if slot is not None:
+
+            def finish_step(out, step, finish=finish):
+                return finish(out, step["__key__"])
+
+            stacked, extras = _scan_chain(
+                net, net_spec, bindings, slot, values, {"__key__": jnp.stack(keys)}, finish_step, train
             )
-        else:
-            values[latent] = out
+            for i, member in enumerate(members):
+                store(member, stacked[i], {k: v[i] for k, v in extras.items()})
+            continue
+        if not all(n in values for b in bindings for nodes_ in b.values() for n in nodes_):
+            members, bindings, keys = [latent], [net_spec.bindings[net_spec.members.index(latent)]], keys[:1]
+        outs = _stacked_call(net, net_spec, bindings, values, {}, train)
+        for member, out, key_member in zip(members, outs, keys, strict=True):
+            store(member, *_finish_q(template(member), settings)(out, key_member))
     return values, probs, log_probs
 
 
-def reconstruct(gen: Generative, plan: ModelPlan, q_values: Values, key: jax.Array, *, train: bool) -> Values:
-    """G applied to the recognition values of each observed node's parents."""
-    out = {}
-    for index, node in enumerate(plan.analysis.observed):
+def reconstruct(
+    gen: Generative, plan: ModelPlan, q_values: Values, key: jax.Array, *, train: bool, stack_steps: bool = True
+) -> Values:
+    """G applied to the recognition values of each observed node's parents (copies of a template in one call)."""
+    out: Values = {}
+    index = {node: i for i, node in enumerate(plan.analysis.observed)}
+    groups: dict[str, list[str]] = {}
+    for node in plan.analysis.observed:
         gen_key = plan.generator_of.get(node)
-        if gen_key is None:
-            continue
+        if gen_key is not None:
+            groups.setdefault(gen_key, []).append(node)
+    for gen_key, nodes in groups.items():
         net_spec = plan.generators[gen_key]
-        binding = net_spec.bindings[net_spec.members.index(node)]
-        extra = {}
-        if "eps" in net_spec.inputs:
-            extra["eps"] = jax.random.normal(
-                jax.random.fold_in(key, index), (q_values[node].shape[0], *net_spec.inputs["eps"])
-            )
-        out[node] = _call(gen.generators[module_key(gen_key)], binding, q_values, extra, train)
+        chunks = [[n] for n in nodes] if not stack_steps else [nodes]
+        for chunk in chunks:
+            bindings = [net_spec.bindings[net_spec.members.index(n)] for n in chunk]
+            extra = {}
+            if "eps" in net_spec.inputs:
+                shape = (q_values[chunk[0]].shape[0], *net_spec.inputs["eps"])
+                noise = [jax.random.normal(jax.random.fold_in(key, index[n]), shape) for n in chunk]
+                extra["eps"] = jnp.concatenate(noise)
+            net = gen.generators[module_key(gen_key)]
+            outs = _stacked_call(net, net_spec, bindings, q_values, extra, train)
+            out.update(zip(chunk, outs, strict=True))
     return out
 
 
@@ -238,7 +397,9 @@ def latent_reconstruction(
     latents.
     """
     observed = {n: p_values[n] for n in plan.analysis.observed}
-    recovered, probs, _ = sample_q(gen, plan, observed, key, train=train, settings=settings)
+    recovered, probs, _ = sample_q(
+        gen, plan, observed, key, train=train, settings=settings, stack_steps=settings.stack_steps
+    )
     batch = next(iter(observed.values())).shape[0]
     total = jnp.zeros(())
     for latent in plan.analysis.latent:
@@ -274,8 +435,14 @@ def r1_penalties(critics: Critics, plan: ModelPlan, values: Values, *, train: bo
     out = {}
     for group, net_spec in plan.discriminators.items():
         inputs = jax.lax.stop_gradient(_critic_inputs(net_spec, values))
-        net = critics.discriminators[module_key(group)]
-        logits, pullback = jax.vjp(lambda given, net=net: net(given, train=train), inputs)
+        # A fresh copy of the network inside the differentiated function: its state updates
+        # (batch statistics, spectral-norm vectors) stay local to the penalty.
+        graphdef, state = nnx.split(critics.discriminators[module_key(group)])
+
+        def apply(given, graphdef=graphdef, state=state):
+            return nnx.merge(graphdef, state, copy=True)(given, train=train)
+
+        logits, pullback = jax.vjp(apply, inputs)
         (grads,) = pullback(jnp.ones_like(logits))
         squares = sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=-1) for g in grads.values())
         out[group] = jnp.mean(squares)
@@ -292,19 +459,40 @@ def losses(
     settings: Settings,
     baseline: jax.Array | float = 0.0,
     train: bool = True,
+    progress: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
-    """(discriminator loss, generator + extractor loss, metrics) on one batch."""
+    """(discriminator loss, generator + extractor loss, metrics) on one batch.
+
+    ``progress`` (the step over ``train.steps``) anneals the instance noise, whose std falls
+    linearly from ``settings.instance_noise`` to 0.
+    """
     key_p, key_q, key_r = jax.random.split(key, 3)
     observed = split_observed(plan, batch)
     batch_size = next(iter(observed.values())).shape[0]
-    q_values, _, log_probs = sample_q(gen, plan, observed, key_q, train=train, settings=settings)
-    p_values = sample_p(gen, plan, batch_size, key_p, train=train, settings=settings)
-    logits_q = discriminator_logits(critics, plan, q_values, train=train)
-    logits_p = discriminator_logits(critics, plan, p_values, train=train)
+    stack = settings.stack_steps
+    q_values, q_probs, log_probs = sample_q(
+        gen, plan, observed, key_q, train=train, settings=settings, stack_steps=stack
+    )
+    p_values = sample_p(gen, plan, batch_size, key_p, train=train, settings=settings, stack_steps=stack)
+    metrics: dict[str, jax.Array] = {}
+    for latent, probs in q_probs.items():
+        used = jnp.any(jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1]) > 0, axis=0)
+        metrics[f"usage/{latent}"] = jnp.sum(used).astype(jnp.float32)
+    seen_q, seen_p = q_values, p_values  # what the discriminators see
+    if settings.instance_noise:
+        std = settings.instance_noise * jnp.clip(1.0 - progress, 0.0, 1.0)
+        metrics["instance_noise"] = std
+        key_n = jax.random.fold_in(key_r, 7)
+        seen_q, seen_p = dict(q_values), dict(p_values)
+        for index, node in enumerate(plan.analysis.observed):
+            for side, values in enumerate((seen_q, seen_p)):
+                noise = jax.random.normal(jax.random.fold_in(key_n, 2 * index + side), values[node].shape)
+                values[node] = values[node] + std * noise
+    logits_q = discriminator_logits(critics, plan, seen_q, train=train)
+    logits_p = discriminator_logits(critics, plan, seen_p, train=train)
     weights = group_weights(plan)
     d_loss = jnp.zeros(())
     g_per_example = jnp.zeros((batch_size,))
-    metrics: dict[str, jax.Array] = {}
     for group in plan.discriminators:
         lq, lp = logits_q[group], logits_p[group]
         d_group = jnp.mean(jax.nn.softplus(-lq)) + jnp.mean(jax.nn.softplus(lp))
@@ -314,13 +502,13 @@ def losses(
         metrics[f"d_loss/{group}"] = d_group
         metrics[f"d_acc/{group}"] = 0.5 * (jnp.mean(lq > 0) + jnp.mean(lp < 0))
     if settings.r1:
-        for group, penalty in r1_penalties(critics, plan, q_values, train=train).items():
+        for group, penalty in r1_penalties(critics, plan, seen_q, train=train).items():
             metrics[f"r1/{group}"] = penalty
             d_loss = d_loss + weights[group] * 0.5 * settings.r1 * penalty
     g_loss = jnp.mean(g_per_example)
     metrics["g_adv"] = g_loss
     if settings.reconstruction:
-        recon = reconstruct(gen, plan, q_values, key_r, train=train)
+        recon = reconstruct(gen, plan, q_values, key_r, train=train, stack_steps=stack)
         err = sum(jnp.mean(jnp.sum((recon[n] - observed[n]).reshape(batch_size, -1) ** 2, axis=-1)) for n in recon)
         metrics["recon"] = err
         g_loss = g_loss + settings.reconstruction * err
@@ -336,4 +524,3 @@ def losses(
     metrics["d_loss"] = d_loss
     metrics["g_loss"] = g_loss
     return d_loss, g_loss, metrics
-

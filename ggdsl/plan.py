@@ -9,6 +9,7 @@ global discriminator).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -24,7 +25,8 @@ from ggdsl.nets.shapes import (
     plan_out_shape,
     plan_param_count,
 )
-from ggdsl.spec.ir import Spec, Variable
+from ggdsl.spec.frozen import FrozenDict
+from ggdsl.spec.ir import Layer, Spec, Variable
 
 Shape = tuple[int, ...]
 
@@ -222,9 +224,29 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
     return result
 
 
+WEIGHT_LAYERS = ("dense", "conv", "deconv", "conv3d")
+
+
+def spectral_plan(plan: Plan) -> Plan:
+    """The same network with ``norm: spectral`` on every weight layer that has no other norm."""
+
+    def convert(layer: Layer) -> Layer:
+        if layer.kind in WEIGHT_LAYERS and layer.get("norm", "none") == "none":
+            return dataclasses.replace(layer, options=FrozenDict({**layer.options, "norm": "spectral"}))
+        return layer
+
+    branches = tuple(dataclasses.replace(b, layers=tuple(map(convert, b.layers))) for b in plan.branches)
+    return Plan(branches, tuple(map(convert, plan.head)))
+
+
 def _discriminator(spec: Spec, override, inputs: dict[str, Shape], group: str) -> tuple[Plan, str]:
+    plan, source = _discriminator_layers(spec, override, inputs, group)
+    return (spectral_plan(plan) if spec.objective.spectral_norm else plan), source
+
+
+def _discriminator_layers(spec: Spec, override, inputs: dict[str, Shape], group: str) -> tuple[Plan, str]:
     if override is None:
-        return discriminator_plan(inputs), "auto"
+        return discriminator_plan(inputs, video=spec.objective.video), "auto"
     layers = spec.networks[override] if isinstance(override, str) and override in spec.networks else override
     if isinstance(layers, str):
         raise BuildError(

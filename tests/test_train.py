@@ -53,7 +53,9 @@ def _expected_metrics(spec) -> set[str]:
         keys.add("latent_recon")
     if spec.objective.r1:
         keys |= {f"r1/{g}" for g in groups}
-    return keys
+    if spec.objective.instance_noise:
+        keys.add("instance_noise")
+    return keys | {"usage/k"}  # components q(k | x) uses in the batch
 
 
 def _synthetic_batch(spec, rng: np.random.Generator, batch: int = BATCH) -> dict[str, jax.Array]:

@@ -36,7 +36,7 @@ Shape = tuple[int, ...]
 Check = Callable[[Any], "str | None"]
 
 ACTIVATIONS = ("leaky_relu", "linear", "relu", "sigmoid", "tanh")
-NORMS = ("batch", "layer", "none")
+NORMS = ("batch", "layer", "spectral", "none")
 PADDINGS = ("same", "valid")
 MAX_SIZE = 2**31 - 1
 

@@ -91,14 +91,45 @@ def activation(name: str, x: jax.Array, alpha: float = 0.2) -> jax.Array:
     raise BuildError(f"unknown activation {name!r}")
 
 
-class Dense(nnx.Module):
-    """``nnx.Linear`` that flattens inputs of rank > 1 (per sample) first."""
+class SpectralState(nnx.Module):
+    """Spectral normalisation of a weight (Miyato et al. 2018): the weight divided by its largest
+    singular value, estimated by one power-iteration step per call from a persistent vector
+    ``u`` (a ``BatchStat``: updated in training, carried in the model state, never trained)."""
 
-    def __init__(self, in_features: int, units: int, *, rngs: nnx.Rngs):
+    def __init__(self, out_features: int, *, rngs: nnx.Rngs):
+        u = jax.random.normal(rngs.params(), (1, out_features), jnp.float32)
+        self.u = nnx.BatchStat(u / jnp.linalg.norm(u))
+
+    def normalise(self, kernel: jax.Array, *, train: bool) -> jax.Array:
+        matrix = kernel.reshape(-1, kernel.shape[-1])
+        u = self.u[...]
+        v = _l2_normalise(u @ matrix.T)
+        u = _l2_normalise(v @ matrix)
+        u, v = jax.lax.stop_gradient(u), jax.lax.stop_gradient(v)
+        sigma = (v @ matrix @ u.T)[0, 0]
+        if train:
+            self.u[...] = u
+        return kernel / jnp.where(sigma > 0, sigma, 1.0)
+
+
+def _l2_normalise(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x), eps))
+
+
+class Dense(nnx.Module):
+    """``nnx.Linear`` that flattens inputs of rank > 1 (per sample) first; optionally spectrally
+    normalised."""
+
+    def __init__(self, in_features: int, units: int, *, rngs: nnx.Rngs, spectral: bool = False):
         self.linear = nnx.Linear(in_features, units, rngs=rngs)
+        self.spectral = SpectralState(units, rngs=rngs) if spectral else None
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        return self.linear(x.reshape(x.shape[0], -1))
+        x = x.reshape(x.shape[0], -1)
+        if self.spectral is None:
+            return self.linear(x)
+        kernel = self.spectral.normalise(self.linear.kernel[...], train=train)
+        return x @ kernel + self.linear.bias[...]
 
 
 class Conv(nnx.Module):
@@ -119,6 +150,7 @@ class Conv(nnx.Module):
         padding: str,
         rngs: nnx.Rngs,
         conv_impl: str = "auto",
+        spectral: bool = False,
     ):
         spatial = 3 if kind == "conv3d" else 2
         shape = (*(kernel,) * spatial, in_channels, channels)
@@ -128,9 +160,12 @@ class Conv(nnx.Module):
         self.stride = stride
         self.padding = padding
         self.conv_impl = conv_impl
+        self.spectral = SpectralState(channels, rngs=rngs) if spectral else None
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         kernel = self.kernel[...]
+        if self.spectral is not None:
+            kernel = self.spectral.normalise(kernel, train=train)
         if self.kind == "deconv":
             y = conv_ops.conv_transpose2d(x, kernel, self.stride, self.padding, impl=self.conv_impl)
         elif self.kind == "conv3d":
@@ -177,7 +212,7 @@ class Dropout(nnx.Module):
 
 @register_layer_builder("dense")
 def _build_dense(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_impl):
-    return Dense(math.prod(in_shape), int(layer.value), rngs=rngs)
+    return Dense(math.prod(in_shape), int(layer.value), rngs=rngs, spectral=layer_option(layer, "norm") == "spectral")
 
 
 def _build_conv(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_impl):
@@ -191,6 +226,7 @@ def _build_conv(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_i
         padding=layer_option(layer, "padding"),
         rngs=rngs,
         conv_impl=conv_impl,
+        spectral=layer_option(layer, "norm") == "spectral",
     )
 
 
@@ -224,6 +260,8 @@ class Block(nnx.Module):
         self.op = LAYER_BUILDERS[layer.kind](layer, in_shape, out_shape, rngs=rngs, conv_impl=conv_impl)
         keys = LAYER_KINDS[layer.kind].keys
         norm = layer_option(layer, "norm") if "norm" in keys else "none"
+        if norm == "spectral" and getattr(self.op, "spectral", None) is None:
+            raise BuildError(f"layer kind {layer.kind!r} does not support norm: spectral")
         features = out_shape[-1] if out_shape else 1
         if norm == "batch":
             self.norm = nnx.BatchNorm(features, momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, rngs=rngs)

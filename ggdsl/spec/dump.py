@@ -68,6 +68,9 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "latent_reconstruction": objective.latent_reconstruction,
         "r1": objective.r1,
         "weights": thaw(objective.weights),
+        "video": objective.video,
+        "spectral_norm": objective.spectral_norm,
+        "instance_noise": objective.instance_noise,
     }
     if objective.discriminators:
         out["objective"]["discriminators"] = {k: _net(v) for k, v in objective.discriminators.items()}
@@ -86,6 +89,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "checkpoint_every": train.checkpoint_every,
         "devices": train.devices,
         "on_nonfinite": train.on_nonfinite,
+        "ema": train.ema,
     }
     if spec.eval:
         out["eval"] = list(spec.eval)

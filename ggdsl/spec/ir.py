@@ -127,6 +127,9 @@ class ObjectiveSpec:
     r1: float = 0.0
     weights: str | FrozenDict = "uniform"
     discriminators: FrozenDict = field(default_factory=FrozenDict)
+    video: str = "concat"
+    spectral_norm: bool = False
+    instance_noise: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ class TrainSpec:
     checkpoint_every: int = 5000
     devices: str | int = "auto"
     on_nonfinite: str = "stop"
+    ema: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -457,6 +457,9 @@ class _Loader:
             r1=values.get("r1", 0.0),
             weights=weights,
             discriminators=freeze(parsed),
+            video=values.get("video", "concat"),
+            spectral_norm=values.get("spectral_norm", False),
+            instance_noise=values.get("instance_noise", 0.0),
         )
 
     def _train(self, raw: Any) -> TrainSpec:

@@ -292,6 +292,24 @@ OBJECTIVE_KEYS: dict[str, Key] = {
         doc="weight gamma of the R1 penalty gamma/2 * E_q |grad D|^2 on each discriminator's q-side inputs",
     ),
     "weights": Key(lambda v: (v, None), default="uniform", doc="`uniform` or {factor: weight}"),
+    "spectral_norm": Key(
+        check_bool,
+        default=False,
+        doc="spectral normalisation of every dense and convolution weight of the discriminators "
+        "(`norm: spectral` on each layer; Miyato et al. 2018)",
+    ),
+    "instance_noise": Key(
+        check_float(0.0),
+        default=0.0,
+        doc="std of Gaussian noise added to the observed inputs of every discriminator, both sides, "
+        "decayed linearly to 0 over `train.steps`",
+    ),
+    "video": Key(
+        check_choice("concat", "conv3d"),
+        default="concat",
+        doc="how an assembled discriminator reads a video input: `concat` (ConcatX: frames along channels) "
+        "or `conv3d` (3DCNN: 4x4x4 convolutions over time and space)",
+    ),
     "discriminators": Key(lambda v: (v, None), default={}, doc="per-factor network overrides"),
 }
 
@@ -312,6 +330,12 @@ TRAIN_KEYS: dict[str, Key] = {
     "eval_every": Key(check_int(1), default=5000, doc="steps between evaluations"),
     "checkpoint_every": Key(check_int(1), default=5000, doc="steps between checkpoints"),
     "devices": Key(check_any_of(check_choice("auto"), check_int(1, 1 << 16)), default="auto", doc="`auto` or a count"),
+    "ema": Key(
+        check_float(0.0),
+        default=0.0,
+        doc="decay of an exponential moving average of the generator and extractor weights (e.g. 0.999; "
+        "0: off); when on, sampling and evaluation use the averaged weights",
+    ),
     "on_nonfinite": Key(
         check_choice("stop", "skip"),
         default="stop",
