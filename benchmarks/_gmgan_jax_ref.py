@@ -11,7 +11,15 @@ The model (GMGAN): ``k ~ Cat(1/K)``, ``h = mu(k) + std * eps``, ``x = G(h)``; re
 ``h = E(x)``, ``q(k | h)`` exact (``softmax(-|h - mu_k|^2 / (2 std^2))``) relaxed with
 Gumbel-softmax; one discriminator per factor group (``D(x, h)``, ``D(h, k)`` for the local
 objective, ``D(x, h, k)`` for the global one); BCE losses, non-saturating for the generator
-side; one discriminator update then one generator update, both Adam.
+side; one discriminator update then one generator update, both Adam. The spec's optional
+terms are written out too (``gmgan_mnist_cpu`` has all three): the R1 penalty
+``r1 / 2 * E_q |grad D(A)|^2`` per group on the discriminator side, and on the generator
+side the reconstruction ``|x - G(E(x))|^2`` and the latent reconstruction
+(``|h - E(G(h))|^2`` plus the cross-entropy of the exact q(k | E(G(h))) against p's k).
+
+The networks (``Net``, ``init_net``) serve the SSGAN reference (``_ssgan_jax_ref``) as well:
+a 2-D convolution on a video input ``(B, T, H, W, C)`` reads its frames along channels,
+as ggdsl's does.
 
 Two schedules:
 
@@ -120,7 +128,8 @@ def init_net(net: NetSpec, key: jax.Array):
                 p["b"] = jnp.zeros((int(layer.value),), jnp.float32)
             elif layer.kind in ("conv", "deconv"):
                 k = int(layer_option(layer, "kernel"))
-                p["w"] = 0.02 * jax.random.normal(sub, (k, k, in_shape[-1], int(layer.value)), jnp.float32)
+                channels = in_shape[-1] * (in_shape[0] if len(in_shape) == 4 else 1)  # video: frames x channels
+                p["w"] = 0.02 * jax.random.normal(sub, (k, k, channels, int(layer.value)), jnp.float32)
                 p["b"] = jnp.zeros((int(layer.value),), jnp.float32)
             elif layer.kind not in ("reshape", "flatten", "crop"):
                 raise NotImplementedError(f"the hand-written reference has no layer {layer.kind!r}")
@@ -174,6 +183,8 @@ class Net:
         if layer.kind == "dense":
             y = x.reshape(batch, -1) @ p["w"] + p["b"]
         elif layer.kind == "conv":
+            if x.ndim == 5:  # (B, T, H, W, C) -> (B, H, W, T * C): the frames along channels
+                x = jnp.moveaxis(x, 1, 3).reshape(*x.shape[:1], *x.shape[2:4], -1)
             y = self.conv(x, p["w"], int(layer_option(layer, "stride"))) + p["b"]
         else:
             y = self.deconv(x, p["w"], int(layer_option(layer, "stride"))) + p["b"]
@@ -244,6 +255,11 @@ class HandGMGAN:
             raise ValueError("the hand-written reference uses one Adam for both sides")
         self.tx = optax.adam(**config)
         self.schedule = schedule
+        self.reconstruction = float(spec.objective.reconstruction)
+        self.latent_reconstruction = float(spec.objective.latent_reconstruction)
+        self.r1 = float(spec.objective.r1)
+        if schedule == "fused" and (self.reconstruction or self.latent_reconstruction or self.r1):
+            raise ValueError("the fused schedule has no reconstruction, latent reconstruction or R1 terms")
 
     # -- parameters
     def init_state(self, seed: int) -> dict:
@@ -274,9 +290,7 @@ class HandGMGAN:
         batch = x_data.shape[0]
         new_gs = dict(gs)
         h_q, new_gs["ext"] = self.ext(gp["ext"], gs["ext"], {self.x: x_data}, True)
-        means, _ = self.mu(gp["mu"], gs["mu"], {self.k: jnp.eye(self.classes, dtype=jnp.float32)}, False)
-        sq = jnp.sum(jnp.square((h_q[:, None] - means[None]) / self.std), axis=-1)
-        logits = -0.5 * sq
+        logits = self.k_logits(gp, gs, h_q)
         gumbel = jax.random.gumbel(key_q, logits.shape, logits.dtype)
         k_q = jax.nn.softmax((logits + gumbel) / self.temperature, axis=-1)
         index = jax.random.randint(key_k, (batch,), 0, self.classes)
@@ -288,6 +302,11 @@ class HandGMGAN:
         p = {self.x: x_p, self.h: h_p, self.k: k_p}
         return q, p, new_gs
 
+    def k_logits(self, gp, gs, h):
+        """log q(k | h) up to a constant: ``-|h - mu_k|^2 / (2 std^2)`` (uniform prior)."""
+        means, _ = self.mu(gp["mu"], gs["mu"], {self.k: jnp.eye(self.classes, dtype=jnp.float32)}, False)
+        return -0.5 * jnp.sum(jnp.square((h[:, None] - means[None]) / self.std), axis=-1)
+
     def logits(self, dp, ds, values):
         out = {}
         for group, net in self.discs.items():
@@ -295,14 +314,50 @@ class HandGMGAN:
             out[group] = net(dp[group], ds[group], inputs, True)[0][:, 0]
         return out
 
+    def q_logits_r1(self, dp, ds, q):
+        """The q-side logits and, per group, the R1 penalty ``E_q |grad_A D(A)|^2`` (one forward pass)."""
+        lq, penalties = {}, {}
+        for group, net in self.discs.items():
+            inputs = {name: q[nodes[0]] for name, nodes in self.bindings[group].items()}
+
+            def critic(given, net=net, group=group):
+                return net(dp[group], ds[group], given, True)[0][:, 0]
+
+            lq[group], pullback = jax.vjp(critic, inputs)
+            (grads,) = pullback(jnp.ones_like(lq[group]))
+            penalties[group] = jnp.mean(sum(jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), -1) for g in grads.values()))
+        return lq, penalties
+
     def d_loss(self, dp, ds, q, p):
-        lq, lp = self.logits(dp, ds, q), self.logits(dp, ds, p)
-        return sum(self.weights[g] * (jnp.mean(jax.nn.softplus(-lq[g])) + jnp.mean(jax.nn.softplus(lp[g])))
+        if self.r1:
+            lq, penalties = self.q_logits_r1(dp, ds, q)
+        else:
+            lq, penalties = self.logits(dp, ds, q), {}
+        lp = self.logits(dp, ds, p)
+        loss = sum(self.weights[g] * (jnp.mean(jax.nn.softplus(-lq[g])) + jnp.mean(jax.nn.softplus(lp[g])))
                    for g in self.discs)
+        return loss + sum(self.weights[g] * 0.5 * self.r1 * penalty for g, penalty in penalties.items())
 
     def g_loss(self, dp, ds, q, p):
         lq, lp = self.logits(dp, ds, q), self.logits(dp, ds, p)
-        return jnp.mean(sum(self.weights[g] * (jax.nn.softplus(-lp[g]) + jax.nn.softplus(lq[g])) for g in self.discs))
+        return sum(self.weights[g] * jnp.mean(jax.nn.softplus(-lp[g]) + jax.nn.softplus(lq[g])) for g in self.discs)
+
+    def g_terms(self, gp, gs, q, p):
+        """The generator side's reconstruction and latent-reconstruction terms, and the new statistics."""
+        total, new_gs = jnp.zeros(()), dict(gs)
+
+        def sum_squares(a):
+            return jnp.mean(jnp.sum(jnp.square(a).reshape(a.shape[0], -1), axis=-1))
+
+        if self.reconstruction:
+            x_rec, new_gs["gen"] = self.gen(gp["gen"], new_gs["gen"], {self.h: q[self.h]}, True)
+            total = total + self.reconstruction * sum_squares(x_rec - q[self.x])
+        if self.latent_reconstruction:
+            h_rec, new_gs["ext"] = self.ext(gp["ext"], new_gs["ext"], {self.x: p[self.x]}, True)
+            probs = jax.nn.softmax(self.k_logits(gp, gs, h_rec), axis=-1)
+            cross_entropy = -jnp.mean(jnp.sum(p[self.k] * jnp.log(probs + 1e-8), axis=-1))
+            total = total + self.latent_reconstruction * (cross_entropy + sum_squares(h_rec - p[self.h]))
+        return total, new_gs
 
     # -- the step
     def step_fn(self, base_key: jax.Array):
@@ -322,7 +377,8 @@ class HandGMGAN:
 
             def g_objective(gp):
                 q, p, new_gs = self.sample(gp, state["g_stats"], x_data, key_g)
-                return self.g_loss(d_params, state["d_stats"], q, p), new_gs
+                terms, new_gs = self.g_terms(gp, new_gs, q, p)
+                return self.g_loss(d_params, state["d_stats"], q, p) + terms, new_gs
 
             (g_loss, g_stats), grads = jax.value_and_grad(g_objective, has_aux=True)(state["g_params"])
             return finish(state, d_params, d_opt, grads, g_stats, d_loss, g_loss)
@@ -376,8 +432,8 @@ class HandGMGAN:
 
         def g_update(state, x_data):
             def g_objective(gp):
-                q, p, _ = self.sample(gp, state["g_stats"], x_data, base_key)
-                return self.g_loss(state["d_params"], state["d_stats"], q, p)
+                q, p, new_gs = self.sample(gp, state["g_stats"], x_data, base_key)
+                return self.g_loss(state["d_params"], state["d_stats"], q, p) + self.g_terms(gp, new_gs, q, p)[0]
 
             return jax.grad(g_objective)(state["g_params"])
 

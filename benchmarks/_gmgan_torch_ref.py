@@ -10,7 +10,12 @@ Schedules (see ``_gmgan_jax_ref``): ``resample`` draws fresh samples for the gen
 update, as ggdsl does; ``fused`` is the DCGAN-example idiom, one generator/extractor pass
 reused (``detach()`` for the discriminator update). In both, the generator update turns
 ``requires_grad`` off on the discriminators so their weight gradients are not computed,
-and the discriminator update samples under ``no_grad``.
+and the discriminator update samples under ``no_grad``. The optional terms are those of
+``_gmgan_jax_ref``: R1 (``torch.autograd.grad`` with ``create_graph=True``), reconstruction
+and latent reconstruction.
+
+``TorchNet`` also serves the SSGAN twin (``_ssgan_torch_ref``): a 2-D convolution on a video
+``(B, T, C, H, W)`` reads its frames along channels, ``(B, T * C, H, W)``, as ggdsl's does.
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ class _Block(nn.Module):
             if layer_option(layer, "padding") != "same" or k % 2 == 0:
                 raise NotImplementedError("the torch twin handles odd kernels with same padding")
             if kind == "conv":
-                self.op = nn.Conv2d(in_shape[-1], int(layer.value), k, s, padding=(k - 1) // 2)
+                channels = in_shape[-1] * (in_shape[0] if len(in_shape) == 4 else 1)  # video: frames x channels
+                self.op = nn.Conv2d(channels, int(layer.value), k, s, padding=(k - 1) // 2)
             else:
                 self.op = nn.ConvTranspose2d(in_shape[-1], int(layer.value), k, s, padding=(k - 1) // 2,
                                              output_padding=s - 1)
@@ -81,6 +87,8 @@ class _Block(nn.Module):
     def forward(self, x):
         if self.flatten and x.ndim > 2:
             x = x.flatten(1)
+        elif x.ndim == 5:  # (B, T, C, H, W) -> (B, T * C, H, W)
+            x = x.flatten(1, 2)
         x = self.op(x)
         if self.norm is not None:
             x = self.norm(x)
@@ -150,6 +158,11 @@ class TorchGMGAN:
         self.g_opt = torch.optim.Adam(g_params, **adam)
         self.d_opt = torch.optim.Adam(self.d_params, **adam)
         self.schedule = schedule
+        self.reconstruction = float(spec.objective.reconstruction)
+        self.latent_reconstruction = float(spec.objective.latent_reconstruction)
+        self.r1 = float(spec.objective.r1)
+        if schedule == "fused" and (self.reconstruction or self.latent_reconstruction or self.r1):
+            raise ValueError("the fused schedule has no reconstruction, latent reconstruction or R1 terms")
         self.eye = torch.eye(self.classes)
         for module in (self.mu, self.gen, self.ext, self.discs):
             module.train()
@@ -163,23 +176,41 @@ class TorchGMGAN:
     def sample(self, x_data):
         batch = x_data.shape[0]
         h_q = self.ext({self.x: x_data})
-        means = self.mu({self.k: self.eye})
-        logits = -0.5 * ((h_q[:, None] - means[None]) / self.std).square().sum(-1)
+        logits = self.k_logits(h_q)
         uniform = torch.rand_like(logits).clamp_(1e-20, 1.0)
         k_q = torch.softmax((logits - torch.log(-torch.log(uniform))) / self.temperature, -1)
         k_p = nn.functional.one_hot(torch.randint(0, self.classes, (batch,)), self.classes).float()
-        h_p = self.mu({self.k: k_p}) + self.std * torch.randn(batch, means.shape[1])
+        mean_p = self.mu({self.k: k_p})
+        h_p = mean_p + self.std * torch.randn_like(mean_p)
         x_p = self.gen({self.h: h_p})
         return {self.x: x_data, self.h: h_q, self.k: k_q}, {self.x: x_p, self.h: h_p, self.k: k_p}
+
+    def k_logits(self, h):
+        """log q(k | h) up to a constant (uniform prior); mu runs in evaluation mode, as in ggdsl."""
+        self.mu.eval()
+        means = self.mu({self.k: self.eye})
+        self.mu.train()
+        return -0.5 * ((h[:, None] - means[None]) / self.std).square().sum(-1)
 
     def logits(self, values):
         return [self.discs[str(i)]({n: values[nodes[0]] for n, nodes in b.items()})[:, 0]
                 for i, b in enumerate(self.bindings)]
 
+    def r1_inputs(self, values, index):
+        """The inputs of discriminator ``index`` at ``values`` (the tensors R1 differentiates against)."""
+        return [values[nodes[0]] for nodes in self.bindings[index].values()]
+
     def d_update(self, q, p):
+        if self.r1:
+            q = {n: v.detach().requires_grad_(True) for n, v in q.items()}
         lq, lp = self.logits(q), self.logits(p)
         softplus = nn.functional.softplus
         loss = sum(w * (softplus(-a).mean() + softplus(b).mean()) for w, a, b in zip(self.weights, lq, lp, strict=True))
+        if self.r1:  # r1 / 2 * E_q |grad_A D(A)|^2 per group, A = all the group's inputs
+            for index, (weight, logits) in enumerate(zip(self.weights, lq, strict=True)):
+                grads = torch.autograd.grad(logits.sum(), self.r1_inputs(q, index), create_graph=True)
+                penalty = sum(g.flatten(1).square().sum(1) for g in grads).mean()
+                loss = loss + weight * 0.5 * self.r1 * penalty
         self.d_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.d_opt.step()
@@ -190,13 +221,28 @@ class TorchGMGAN:
             param.requires_grad_(False)
         lq, lp = self.logits(q), self.logits(p)
         softplus = nn.functional.softplus
-        loss = sum(w * (softplus(-b) + softplus(a)) for w, a, b in zip(self.weights, lq, lp, strict=True)).mean()
+        loss = sum(w * (softplus(-b) + softplus(a)).mean() for w, a, b in zip(self.weights, lq, lp, strict=True))
+        loss = loss + self.g_terms(q, p)
         self.g_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.g_opt.step()
         for param in self.d_params:
             param.requires_grad_(True)
         return loss
+
+    def g_terms(self, q, p):
+        """The reconstruction and latent-reconstruction terms of the generator side."""
+        total = torch.zeros(())
+        if self.reconstruction:
+            x_rec = self.gen({self.h: q[self.h]})
+            total = total + self.reconstruction * (x_rec - q[self.x]).square().flatten(1).sum(1).mean()
+        if self.latent_reconstruction:
+            h_rec = self.ext({self.x: p[self.x]})
+            log_probs = torch.log(torch.softmax(self.k_logits(h_rec), -1) + 1e-8)
+            cross_entropy = -(p[self.k] * log_probs).sum(-1).mean()
+            squares = (h_rec - p[self.h]).square().flatten(1).sum(1).mean()
+            total = total + self.latent_reconstruction * (cross_entropy + squares)
+        return total
 
     def step(self, x_data):
         if self.schedule == "resample":

@@ -1,10 +1,17 @@
-"""Time ggdsl's GMGAN training step against a hand-written JAX step and a PyTorch eager twin.
+"""Time ggdsl's training step of one spec against a hand-written JAX step and a PyTorch eager twin.
 
 Run (from the repository root, in the project's virtual environment)::
 
     python benchmarks/bench_gmgan.py                      # the paper's conv MNIST GMGAN, batch 50
     python benchmarks/bench_gmgan.py --quick              # < 1 minute smoke run (gmgan_digits)
     python benchmarks/bench_gmgan.py --spec gmgan_digits --steps 200
+    python benchmarks/bench_gmgan.py --spec ssgan_moving_digits_t16_cpu --devices 2
+
+``benchmarks/bench_all.py`` runs every bundled family (conv GMGAN, MLP GMGAN, SSGAN T=16)
+through this module in one command. The references exist for GMGAN specs (k -> h -> x, with
+the optional R1, reconstruction and latent-reconstruction terms: ``_gmgan_jax_ref``,
+``_gmgan_torch_ref``) and SSGAN specs (content h, residual motion chain v, frames x:
+``_ssgan_jax_ref``, ``_ssgan_torch_ref``); the spec's structure picks them.
 
 Each implementation runs in its own spawned process (so compile time is cold, peak RSS is
 its own, and the torch process never imports JAX); the parent tells them in turn to compile,
@@ -20,6 +27,13 @@ at a time. The implementations:
 - ``torch`` / ``torch-fused``: ``_gmgan_torch_ref.TorchGMGAN``, PyTorch eager on CPU, the
   same two schedules. Skipped with a message when torch is not installed
   (``pip install torch==2.13.0``).
+- SSGAN specs: ``jax-hand`` (the transitions under ``lax.scan``), ``jax-hand-loop`` (an
+  unrolled Python loop) and ``torch`` (``_ssgan_torch_ref.TorchSSGAN``); the fused variants
+  are GMGAN-only, and so is a spec without R1 or reconstruction terms.
+- ``jax-hand-lax``: ``jax-hand`` with XLA's own convolutions instead of im2col.
+- ``ggdsl-<N>dev`` (``--devices N``): ggdsl's step on N host devices (a process started with
+  ``XLA_FLAGS=--xla_force_host_platform_device_count=N``, ``--set train.devices=N``, the
+  batch split over the mesh and the state replicated as ``ggdsl.train.DataParallel`` does).
 
 Ratios are ggdsl's steps/s over the reference's (above 1: ggdsl is faster); "paired" is the
 median over repeats of the ratio within one repeat, less sensitive to slow drifts in load.
@@ -45,10 +59,17 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REFERENCES = ("jax-hand", "jax-hand-fused", "torch", "torch-fused")
+REFERENCES = ("jax-hand", "jax-hand-fused", "jax-hand-loop", "jax-hand-lax", "torch", "torch-fused")
 ALL_IMPLS = ("ggdsl", *REFERENCES)
 TORCH_IMPLS = ("torch", "torch-fused")
 TARGET_VS_JAX = 0.9  # ggdsl within 10% of the hand-written step
+# What runs by default, per kind of spec (``--impls`` overrides): every schedule the
+# references have for the spec, the ``-lax`` variant left out.
+DEFAULT_IMPLS = {
+    "gmgan": ("ggdsl", "jax-hand", "jax-hand-fused", "torch", "torch-fused"),
+    "gmgan+terms": ("ggdsl", "jax-hand", "torch"),  # R1 / reconstruction terms: no fused schedule
+    "ssgan": ("ggdsl", "jax-hand", "jax-hand-loop", "torch"),
+}
 
 
 # --------------------------------------------------------------------------- shared setup
@@ -61,14 +82,75 @@ def load_plan(config: dict):
     return spec, plan_model(spec)
 
 
+def observed_variable(plan) -> str:
+    """The spec's one observed variable (the references have one)."""
+    names = [name for name, var in plan.spec.model.items() if var.observed]
+    if len(names) != 1:
+        raise ValueError(f"{plan.spec.name}: the benchmark needs exactly one observed variable, found {names}")
+    return names[0]
+
+
+def images_per_example(plan) -> int:
+    """Frames per example: T for a video, 1 for an image."""
+    var = plan.spec.model[observed_variable(plan)]
+    return int(plan.spec.time.steps) if var.steps else 1
+
+
 def make_batch(plan, batch: int, seed: int = 0):
-    """One fixed data batch (NHWC float32) in the spec's data range."""
+    """One fixed data batch (float32, channels last: ``(B, H, W, C)``, a video ``(B, T, H, W, C)``)
+    in the spec's data range."""
     import numpy as np
 
-    (observed,) = plan.analysis.observed
+    var = plan.spec.model[observed_variable(plan)]
     low, high = plan.spec.data.range if plan.spec.data is not None else (0.0, 1.0)
-    shape = (batch, *plan.spec.model[observed].event_shape)
+    shape = (batch, *((plan.spec.time.steps,) if var.steps else ()), *var.event_shape)
     return np.random.default_rng(seed).uniform(low, high, size=shape).astype(np.float32)
+
+
+def reference_kind(plan) -> str:
+    """``"gmgan"``, ``"gmgan+terms"`` (with R1 / reconstruction terms) or ``"ssgan"``: which references fit.
+
+    Raises:
+        ValueError: Neither reference implements the spec (the message says why, for both).
+    """
+    from _gmgan_plan import gmgan_nodes
+    from _ssgan_plan import ssgan_nodes
+
+    try:
+        gmgan_nodes(plan)
+    except ValueError as gmgan_error:
+        try:
+            ssgan_nodes(plan)
+        except ValueError as ssgan_error:
+            raise ValueError(f"{gmgan_error}; {ssgan_error}") from None
+        return "ssgan"
+    objective = plan.spec.objective
+    return "gmgan+terms" if objective.r1 or objective.reconstruction or objective.latent_reconstruction else "gmgan"
+
+
+def device_count(impl: str) -> int:
+    """N for ``ggdsl-<N>dev``, else 1."""
+    match = re.fullmatch(r"ggdsl-(\d+)dev", impl)
+    return int(match.group(1)) if match else 1
+
+
+def hand_model(plan, impl: str):
+    """The hand-written JAX model an implementation name asks for."""
+    variant = impl.removeprefix("jax-hand").lstrip("-")
+    kind = reference_kind(plan)
+    if kind == "ssgan":
+        from _ssgan_jax_ref import HandSSGAN
+
+        options = {"": {}, "loop": {"transition": "loop"}, "lax": {"conv": "lax"}}
+        if variant not in options:
+            raise ValueError(f"{impl}: no such variant for an SSGAN spec (jax-hand, jax-hand-loop, jax-hand-lax)")
+        return HandSSGAN(plan, **options[variant])
+    from _gmgan_jax_ref import HandGMGAN
+
+    options = {"": {}, "fused": {"schedule": "fused"}, "lax": {"conv": "lax"}}
+    if variant not in options:
+        raise ValueError(f"{impl}: no such variant for a GMGAN spec (jax-hand, jax-hand-fused, jax-hand-lax)")
+    return HandGMGAN(plan, **options[variant])
 
 
 def peak_rss_mib() -> float:
@@ -139,6 +221,11 @@ class JaxRunner:
 
     def __init__(self, impl: str, config: dict):
         os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # cold compiles
+        self.devices = device_count(impl)
+        if self.devices > 1:  # before JAX is imported: this process sees N host devices
+            flags = os.environ.get("XLA_FLAGS", "")
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={self.devices}".strip()
+            config = {**config, "overrides": [*config["overrides"], f"train.devices={self.devices}"]}
         import jax
         import jax.numpy as jnp
 
@@ -151,34 +238,46 @@ class JaxRunner:
 
     def build(self):
         jax = self.jax
-        if self.impl == "ggdsl":
+        if self.impl.startswith("ggdsl"):
             from ggdsl.compiled import compile_spec
 
             self.compiled = compile_spec(self.spec)
             self.state = self.compiled.init_state(0)
             self.step = self.compiled.make_step(jax.random.key(0))
-            self.batch = {self.plan.analysis.observed[0]: self.x}
-        else:
-            from _gmgan_jax_ref import HandGMGAN
+            self.batch = {observed_variable(self.plan): self.x}
+            if self.devices > 1:
+                from ggdsl.train import DataParallel
 
-            schedule = "fused" if self.impl.endswith("fused") else "resample"
-            self.model = HandGMGAN(self.plan, schedule=schedule)
+                if jax.local_device_count() != self.devices:
+                    raise RuntimeError(f"{self.impl}: {jax.local_device_count()} devices, not {self.devices} "
+                                       "(was JAX imported before XLA_FLAGS was set?)")
+                parallel = DataParallel(self.spec.train.devices, self.x.shape[0])
+                self.state, self.batch = parallel.state(self.state), parallel.batch(self.batch)
+        else:
+            self.model = hand_model(self.plan, self.impl)
             self.state = self.model.init_state(0)
             self.step = self.model.make_step(jax.random.key(0))
             self.batch = self.x
+        self.executable = None
 
     def first(self) -> dict:
+        """Trace and lower, compile (timed apart), then one step."""
         start = time.perf_counter()
         try:
-            self.state, metrics = self.step(self.state, self.batch)
+            lowered = self.step.lower(self.state, self.batch)
+            traced = time.perf_counter()
+            self.executable = lowered.compile()
+            compiled = time.perf_counter()
+            self.state, metrics = self.executable(self.state, self.batch)
         except Exception as error:  # noqa: BLE001 - a known ggdsl bug gets a documented workaround
-            if self.impl != "ggdsl" or type(error).__name__ != "TraceContextError":
+            if not self.impl.startswith("ggdsl") or type(error).__name__ != "TraceContextError":
                 raise
             self.patch_merge()
             return self.first()
         self.jax.block_until_ready((self.state, metrics))
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "metrics": {k: float(v) for k, v in metrics.items()}, "patched": self.patched}
+        return {"seconds": seconds, "trace_s": traced - start, "compile_s": compiled - traced,
+                "metrics": {k: float(v) for k, v in metrics.items()}, "patched": self.patched}
 
     def patch_merge(self):
         """Work around ggdsl's batch-norm trace bug: ``nnx.merge(..., copy=True)`` in the step.
@@ -204,12 +303,12 @@ class JaxRunner:
     def run(self, steps: int) -> float:
         start = time.perf_counter()
         for _ in range(steps):
-            self.state, metrics = self.step(self.state, self.batch)
+            self.state, metrics = self.executable(self.state, self.batch)
         self.jax.block_until_ready((self.state, metrics))
         return time.perf_counter() - start
 
     def param_counts(self) -> dict[str, int]:
-        if self.impl != "ggdsl":
+        if not self.impl.startswith("ggdsl"):
             return self.model.param_counts(self.state)
         from ggdsl.build import module_key
 
@@ -232,6 +331,7 @@ class JaxRunner:
             "weak_typed_leaves": sum(bool(getattr(a, "weak_type", False)) for a in leaves),
             "non_f32_leaves": sorted({str(a.dtype) for a in leaves} - {"float32"}),
             "patched": self.patched,
+            "devices": self.jax.local_device_count(),
         }
         if profile:
             start = time.perf_counter()
@@ -254,20 +354,27 @@ class TorchRunner:
 
         if config.get("torch_threads"):
             torch.set_num_threads(config["torch_threads"])
-        from _gmgan_plan import gmgan_nodes
-        from _gmgan_torch_ref import TorchGMGAN
-
         self.torch = torch
         self.spec, self.plan = load_plan(config)
-        nodes = gmgan_nodes(self.plan)
         schedule = "fused" if impl.endswith("fused") else "resample"
-        self.model = TorchGMGAN(self.plan, nodes, schedule=schedule)
-        self.x = torch.from_numpy(make_batch(self.plan, config["batch"])).permute(0, 3, 1, 2).contiguous()
+        if reference_kind(self.plan) == "ssgan":
+            from _ssgan_torch_ref import TorchSSGAN
+
+            if schedule != "resample":
+                raise ValueError(f"{impl}: the SSGAN twin has the resample schedule only (torch)")
+            self.model = TorchSSGAN(self.plan)
+        else:
+            from _gmgan_plan import gmgan_nodes
+            from _gmgan_torch_ref import TorchGMGAN
+
+            self.model = TorchGMGAN(self.plan, gmgan_nodes(self.plan), schedule=schedule)
+        # Channels last -> channels first: (B, H, W, C) -> (B, C, H, W), (B, T, H, W, C) -> (B, T, C, H, W).
+        self.x = torch.from_numpy(make_batch(self.plan, config["batch"])).movedim(-1, -3).contiguous()
 
     def first(self) -> dict:
         start = time.perf_counter()
         d_loss, g_loss = self.model.step(self.x)
-        return {"seconds": time.perf_counter() - start,
+        return {"seconds": time.perf_counter() - start, "trace_s": None, "compile_s": None,
                 "metrics": {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}, "patched": False}
 
     def run(self, steps: int) -> float:
@@ -310,8 +417,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per implementation (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first call (default 2)")
-    parser.add_argument("--impls", help=f"comma list from {', '.join(ALL_IMPLS)} (default all; "
-                        "ggdsl,jax-hand,torch with --quick)")
+    parser.add_argument("--impls", help=f"comma list from {', '.join(ALL_IMPLS)} (default: every schedule the "
+                        "spec's references have, -lax left out; ggdsl,jax-hand,torch with --quick)")
+    parser.add_argument("--devices", type=int, default=1, metavar="N",
+                        help="also time ggdsl on N host devices (ggdsl-<N>dev; the batch must split over N)")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--no-profile", action="store_true", help="skip the HLO profile and per-part timings")
     parser.add_argument("--quick", action="store_true",
@@ -323,8 +432,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.spec = args.spec or "gmgan_digits"
         args.steps, args.repeats, args.warmup, args.no_profile = min(args.steps, 2), 1, 1, True
         args.impls = args.impls or "ggdsl,jax-hand,torch"
-    args.impls = args.impls or ",".join(ALL_IMPLS)
     args.spec = args.spec or "gmgan_mnist"
+    if args.devices < 1:
+        parser.error("--devices: at least 1")
     return args
 
 
@@ -387,23 +497,32 @@ class Pool:
 
 
 def measure(args) -> dict:
-    from _gmgan_plan import gmgan_nodes
-
     load_at_start = os.getloadavg()
     spec_probe, plan = load_plan({"spec": args.spec, "overrides": args.set})
-    gmgan_nodes(plan)
+    try:
+        kind = reference_kind(plan)
+    except ValueError as error:
+        raise SystemExit(f"{args.spec}: no reference implements this spec: {error}") from None
     batch = args.batch or spec_probe.train.batch_size
-    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
-    unknown = sorted(set(impls) - set(ALL_IMPLS))
+    impls = [i.strip() for i in (args.impls or ",".join(DEFAULT_IMPLS[kind])).split(",") if i.strip()]
+    unknown = sorted(i for i in set(impls) - set(ALL_IMPLS) if device_count(i) == 1)
     if unknown:
-        raise SystemExit(f"unknown --impls {unknown} (known: {', '.join(ALL_IMPLS)})")
+        raise SystemExit(f"unknown --impls {unknown} (known: {', '.join(ALL_IMPLS)}, ggdsl-<N>dev)")
     notes = []
+    devices = getattr(args, "devices", 1)
+    if devices > 1:
+        if batch % devices:
+            raise SystemExit(f"--devices {devices}: batch {batch} does not split over {devices} devices "
+                             f"(use --batch with a multiple of {devices})")
+        if f"ggdsl-{devices}dev" not in impls:
+            impls.append(f"ggdsl-{devices}dev")
     if importlib.util.find_spec("torch") is None and any(i in TORCH_IMPLS for i in impls):
         note = "torch is not installed: the PyTorch columns are skipped (pip install torch==2.13.0)"
         print(note)
         notes.append(note)
         impls = [i for i in impls if i not in TORCH_IMPLS]
     config = {"spec": args.spec, "overrides": list(args.set), "batch": batch, "torch_threads": args.torch_threads}
+    per_example = images_per_example(plan)
     explain = {f"{n.role} {n.key}": n.params for n in plan.all()}
     print(f"spec {spec_probe.name} ({args.spec}), batch {batch}, {args.steps} steps x {args.repeats} repeats, "
           f"warm-up {args.warmup}; implementations: {', '.join(impls)}", flush=True)
@@ -416,9 +535,13 @@ def measure(args) -> dict:
             if first is None:
                 continue
             results[impl]["first_call_s"] = first["seconds"]
+            results[impl]["trace_s"] = first["trace_s"]
+            results[impl]["compile_s"] = first["compile_s"]
             results[impl]["first_metrics"] = first["metrics"]
             results[impl]["patched"] = first["patched"]
-            print(f"  {impl:15s} first call (trace + compile + 1 step) {first['seconds']:7.2f} s", flush=True)
+            split = "" if first["compile_s"] is None else (f"  (trace + lower {first['trace_s']:.2f} s, "
+                                                           f"compile {first['compile_s']:.2f} s)")
+            print(f"  {impl:15s} first call (trace + compile + 1 step) {first['seconds']:7.2f} s{split}", flush=True)
             if first["patched"]:
                 note = ("ggdsl's step raised flax TraceContextError (batch-norm statistics merged at the jit "
                         "trace level, mutated inside jax.grad); timed with nnx.merge(..., copy=True) patched "
@@ -449,27 +572,34 @@ def measure(args) -> dict:
         times = results[impl]["step_seconds"]
         results[impl]["steps_per_s_median"] = 1.0 / statistics.median(times)
         results[impl]["steps_per_s_best"] = 1.0 / min(times)
-        results[impl]["images_per_s"] = batch / statistics.median(times)
+        results[impl]["images_per_s"] = batch * per_example / statistics.median(times)
     ratios = {}
     if "ggdsl" in results:
-        ours = results["ggdsl"]
         for ref in REFERENCES:
             if ref in results:
-                theirs = results[ref]
-                paired = [t / o for o, t in zip(ours["step_seconds"], theirs["step_seconds"], strict=False)]
-                ratios[f"ggdsl/{ref}"] = {
-                    "median": ours["steps_per_s_median"] / theirs["steps_per_s_median"],
-                    "best": ours["steps_per_s_best"] / theirs["steps_per_s_best"],
-                    "paired": statistics.median(paired),
-                }
+                ratios[f"ggdsl/{ref}"] = speed_ratio(results["ggdsl"], results[ref])
+        for impl in results:
+            if device_count(impl) > 1:  # N devices over 1
+                ratios[f"{impl}/ggdsl"] = speed_ratio(results[impl], results["ggdsl"])
     return {
-        "benchmark": "gmgan training step (1 D update + 1 G update)",
+        "benchmark": "training step (1 D update + 1 G update)",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "spec": args.spec, "spec_name": spec_probe.name, "overrides": list(args.set), "batch": batch,
+        "reference_kind": kind, "images_per_example": per_example, "unit": "frames" if per_example > 1 else "images",
         "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
         "machine": {**machine(load_at_start), "load_average_end": os.getloadavg()},
         "explain_params": explain, "results": results, "ratios": ratios, "notes": notes,
         "failed": {k: v.strip().splitlines()[-1] for k, v in pool.failed.items()},
+    }
+
+
+def speed_ratio(ours: dict, theirs: dict) -> dict:
+    """``ours`` steps/s over ``theirs``: of the medians, of the best rounds, and the median per-round ratio."""
+    paired = [t / o for o, t in zip(ours["step_seconds"], theirs["step_seconds"], strict=False)]
+    return {
+        "median": ours["steps_per_s_median"] / theirs["steps_per_s_median"],
+        "best": ours["steps_per_s_best"] / theirs["steps_per_s_best"],
+        "paired": statistics.median(paired),
     }
 
 
@@ -489,15 +619,21 @@ def report(data: dict) -> None:
     same = all(results[i].get("params") == data["explain_params"] for i in impls)
     print(f"  same counts everywhere: {'yes' if same else 'NO'}")
 
-    print(f"\nTraining step, batch {batch}: median of {data['repeats']} repeats x {data['steps']} steps")
-    print(f"  {'implementation':16s}{'first call s':>13s}{'steps/s':>10s}{'best':>9s}{'images/s':>10s}"
-          f"{'ms/step':>9s}{'peak RSS MiB':>14s}")
+    unit = data.get("unit", "images")
+    per_example = data.get("images_per_example", 1)
+    frames = f" ({per_example} frames each)" if per_example > 1 else ""
+    print(f"\nTraining step, batch {batch}{frames}: median of {data['repeats']} repeats x {data['steps']} steps")
+    print(f"  {'implementation':16s}{'compile s':>10s}{'first call s':>13s}{'steps/s':>10s}{'best':>9s}"
+          f"{unit + '/s':>10s}{'ms/step':>9s}{'peak RSS MiB':>14s}")
     for impl in impls:
         r = results[impl]
-        print(f"  {impl:16s}{r['first_call_s']:13.2f}{r['steps_per_s_median']:10.2f}{r['steps_per_s_best']:9.2f}"
-              f"{r['images_per_s']:10.1f}{1e3 / r['steps_per_s_median']:9.1f}{r['peak_rss_mib']:14.0f}")
+        compile_s = "-" if r.get("compile_s") is None else f"{r['compile_s']:.2f}"
+        print(f"  {impl:16s}{compile_s:>10s}{r['first_call_s']:13.2f}{r['steps_per_s_median']:10.2f}"
+              f"{r['steps_per_s_best']:9.2f}{r['images_per_s']:10.1f}{1e3 / r['steps_per_s_median']:9.1f}"
+              f"{r['peak_rss_mib']:14.0f}")
     if data["ratios"]:
-        print("\nRatios (ggdsl steps/s / reference steps/s; > 1 means ggdsl is faster)")
+        print("\nRatios (ggdsl steps/s / reference steps/s; > 1 means ggdsl is faster; "
+              "ggdsl-<N>dev/ggdsl: N host devices over 1)")
         for name, ratio in data["ratios"].items():
             print(f"  {name:24s} median {ratio['median']:5.2f}   paired {ratio['paired']:5.2f}"
                   f"   best {ratio['best']:5.2f}")

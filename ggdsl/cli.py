@@ -1,13 +1,16 @@
 """The ``ggdsl`` command: a thin layer over the public API.
 
 Exit status: 0 success; 2 a spec error or a bad command line; 1 any other ggdsl error
-(data, build, training, evaluation); 130 interrupted (Ctrl-C, after the checkpoint is saved).
+(data, build, training, evaluation, a run folder that cannot be read); 130 interrupted
+(Ctrl-C, after the checkpoint is saved). With ``--json``, stdout holds one JSON document and
+nothing else (NaN and infinities as ``null``); messages go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +26,14 @@ EXAMPLES = {
     "compile-and-train": "ggdsl compile-and-train gmgan_digits --steps 2000 --out runs",
     "eval": "ggdsl eval runs/gmgan-digits-20260101-120000",
     "sample": "ggdsl sample runs/gmgan-digits-20260101-120000 -n 64 -o samples.png",
+    "runs": "ggdsl runs runs --json",
+    "compare": "ggdsl compare runs/gmgan-digits-a runs/gmgan-digits-b -o curves.png --metric d_loss --metric 'd_acc/*'",
 }
+
+EXIT_STATUS = (
+    "exit status: 0 ok; 2 spec error or bad command line; 1 any other ggdsl error "
+    "(data, build, training, evaluation, run folder); 130 interrupted"
+)
 
 
 def resolve_spec_path(text: str) -> str:
@@ -87,17 +97,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.steps={args.steps}")
     spec_path = resolve_spec_path(args.spec) if args.spec else None
     result = compile_and_train(
-        spec_path, out=args.out, overrides=overrides, resume=args.resume, progress=not args.quiet
+        spec_path,
+        out=args.out,
+        overrides=overrides,
+        resume=args.resume,
+        progress=not args.quiet,
+        profile=args.profile or 0,
     )
     print(f"run folder: {result.run_dir}")
     return 0
+
+
+def _finite(value):
+    """``value`` with NaN and infinities (anywhere inside) as None, for strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_text(value, indent: int | None = 2) -> str:
+    """Strict JSON (no NaN): what every ``--json`` prints."""
+    from ggdsl.runs import to_json
+
+    return to_json(_finite(json.loads(to_json(value))), indent=indent, allow_nan=False)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ggdsl.evaluate.run_eval import evaluate_run
 
     results = evaluate_run(args.run_dir, names=args.only)
-    print(json.dumps(results, indent=2) if args.json else _format_eval(results))
+    print(json_text(results) if args.json else _format_eval(results))
     return 0
 
 
@@ -120,17 +153,48 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ggdsl.runs_table import list_runs, runs_table
+
+    summaries = list_runs(args.folder)
+    if args.json:
+        print(json_text([summary.to_dict() for summary in summaries]))
+    elif not summaries:
+        print(f"no run folders in {args.folder}")
+    else:
+        from rich.console import Console
+
+        Console().print(runs_table(summaries))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ggdsl.compare import compare_runs
+
+    figure = compare_runs(args.run_dirs, args.output, metrics=args.metric)
+    print(f"wrote {args.output} ({len(figure.axes)} metrics)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ggdsl",
         description="Declare a Bayesian network; get a Graphical GAN trained in JAX.",
-        epilog="Exit status: 0 ok, 2 spec or usage error, 1 other error, 130 interrupted. "
+        epilog="Exit status: 0 ok, 2 spec or usage error, 1 other error (data, build, training, evaluation, "
+        "a run folder that cannot be read), 130 interrupted (Ctrl-C; training saves a checkpoint first). "
+        "With --json, stdout holds only the JSON. "
         f"Bundled specs: {', '.join(bundled_specs())}.",
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = verbs.add_parser(name, help=help_text, description=help_text, epilog=f"example: {EXAMPLES[name]}")
+        sub = verbs.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example: {EXAMPLES[name]}\n{EXIT_STATUS}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         return sub
 
     def spec_args(sub: argparse.ArgumentParser) -> None:
@@ -164,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
     sub.add_argument("--out", default="runs", help="folder for run folders (default: runs)")
     sub.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    sub.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=5,
+        metavar="N",
+        help="write a JAX profiler trace of N steps (default 5, after the compiled first step) to RUN/profile",
+    )
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.set_defaults(run=cmd_train)
 
@@ -179,6 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-o", "--output", default="samples.png", help="output picture")
     sub.add_argument("--seed", type=int, default=0)
     sub.set_defaults(run=cmd_sample)
+
+    sub = verb("runs", "list run folders: spec, step reached, last losses, main results, status")
+    sub.add_argument("folder", nargs="?", default="runs", help="a folder of run folders, or one run (default: runs)")
+    sub.add_argument("--json", action="store_true", help="machine-readable output: a JSON list, one object per run")
+    sub.set_defaults(run=cmd_runs)
+
+    sub = verb("compare", "plot the training curves of runs on shared axes: one subplot per metric, one line per run")
+    sub.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    sub.add_argument(
+        "-o", "--output", default="curves.png", help="picture file: .png, .svg or .pdf (default curves.png)"
+    )
+    sub.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAME",
+        help="a metric or pattern, e.g. d_loss or 'd_acc/*' (repeatable; default: d_loss, g_loss, eval/*)",
+    )
+    sub.set_defaults(run=cmd_compare)
     return parser
 
 

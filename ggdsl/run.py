@@ -50,6 +50,14 @@ def stack_steps(compiled: Compiled, values: Mapping[str, jax.Array]) -> dict[str
     }
 
 
+def inference_state(state: TrainState) -> TrainState:
+    """The state sampling and evaluation use: with ``train.ema`` on, the averaged generator and
+    extractor weights stand in for the trained ones."""
+    if "g_ema" not in state:
+        return state
+    return {**state, "g_params": state["g_ema"]}
+
+
 class Run:
     """A run folder with its model restored from the latest (or a given) checkpoint."""
 
@@ -63,13 +71,15 @@ class Run:
         from ggdsl.train import restore_state
 
         self.state, extra = restore_state(self.compiled, self.dir, step)
+        self.state = inference_state(self.state)
         self.step = int(extra.get("step", 0))
 
     @classmethod
     def from_state(cls, compiled: Compiled, state: TrainState, run_dir: RunDir, step: int) -> Run:
         """A run around a model in memory (used for evaluation during training)."""
         run = cls.__new__(cls)
-        run.dir, run.spec, run.compiled, run.state, run.step = run_dir, compiled.spec, compiled, state, step
+        run.dir, run.spec, run.compiled, run.step = run_dir, compiled.spec, compiled, step
+        run.state = inference_state(state)
         return run
 
     @cached_property
@@ -102,6 +112,90 @@ class Run:
         fixed_nodes = {k: jnp.asarray(v) for k, v in (fixed or {}).items()}
         values = self._sample_fn(self.state["g_params"], self.state["g_rest"], as_key(key), int(n), fixed_nodes)
         return stack_steps(self.compiled, values)
+
+    def generate(self, fixed: Mapping[str, Any], key: int | jax.Array = 0) -> dict[str, np.ndarray]:
+        """Ancestral samples with some variables clamped, given by variable.
+
+        Like :meth:`sample` with ``fixed``, but a per-step variable is given whole, as
+        ``(n, T, ...)`` (as :meth:`sample` and :meth:`infer` return it), instead of one
+        array per unrolled node. ``n`` is the fixed values' first dimension.
+
+        Example (an SSGAN: the content ``h`` of video ``A``, the motion ``v`` of ``B``)::
+
+            q_a, q_b = run.infer(video_a), run.infer(video_b)
+            run.generate({"h": q_a["h"], "v": q_b["v"]})["x"]      # (n, T, H, W, C)
+
+        Raises:
+            EvalError: An unknown or observed variable, a wrong shape, or arrays with
+                different first dimensions.
+        """
+        if not fixed:
+            raise EvalError("generate: nothing is fixed; use sample(n) for unconditional samples")
+        analysis = self.compiled.plan.analysis
+        sizes = set()
+        nodes: dict[str, Any] = {}
+        for name, value in fixed.items():
+            if name not in self.spec.latent:
+                raise EvalError(f"generate: '{name}' is not a latent variable (latents: {', '.join(self.spec.latent)})")
+            var = self.spec.model[name]
+            value = np.asarray(value, np.float32)
+            expected = ((self.spec.time.steps,) if var.steps else ()) + tuple(var.event_shape)
+            if value.ndim < 1 or tuple(value.shape[1:]) != expected:
+                raise EvalError(
+                    f"generate: '{name}' has shape {tuple(value.shape)}, expected (n, {', '.join(map(str, expected))})"
+                )
+            sizes.add(value.shape[0])
+            if var.steps:
+                copies = [node for node in analysis.nodes if analysis.templates[node] == name]
+                nodes.update({node: value[:, t] for t, node in enumerate(copies)})
+            else:
+                nodes[name] = value
+        if len(sizes) != 1:
+            raise EvalError(f"generate: the fixed values have different first dimensions {sorted(sizes)}")
+        return self.sample(sizes.pop(), key, fixed=nodes)
+
+    def analogy(
+        self,
+        content: np.ndarray | Mapping[str, np.ndarray],
+        motion: np.ndarray | Mapping[str, np.ndarray],
+        key: int | jax.Array = 0,
+    ) -> dict[str, np.ndarray]:
+        """Motion analogy: the content of one set of videos moved as another set moves.
+
+        The global latents (``h``) are inferred from ``content``, the per-step latents
+        (``v[1..T]``) from ``motion`` (both with q, as :meth:`infer`), and every other
+        variable is generated from them (:meth:`generate`); pair ``i`` combines
+        ``content[i]`` with ``motion[i]``.
+
+        Args:
+            content: Observed videos ``(n, T, ...)`` (or a dict by observed variable).
+            motion: As many videos to take the motion from.
+            key: Seed or key.
+
+        Returns:
+            Every variable, by name; the observed one holds the analogy videos.
+
+        Raises:
+            EvalError: The model lacks a global or a per-step latent, or the batches differ
+                in size.
+        """
+        global_latents = [name for name in self.spec.latent if not self.spec.model[name].steps]
+        step_latents = [name for name in self.spec.latent if self.spec.model[name].steps]
+        if not global_latents or not step_latents:
+            raise EvalError(
+                "analogy needs a global latent (content) and a per-step latent (motion); "
+                f"this model has global: {', '.join(global_latents) or 'none'}, "
+                f"per-step: {', '.join(step_latents) or 'none'}"
+            )
+        key = as_key(key)
+        from_content = self.infer(content, jax.random.fold_in(key, 0))
+        from_motion = self.infer(motion, jax.random.fold_in(key, 1))
+        sizes = {len(from_content[global_latents[0]]), len(from_motion[step_latents[0]])}
+        if len(sizes) != 1:
+            raise EvalError(f"analogy: {' and '.join(map(str, sorted(sizes)))} videos: pass as many of each")
+        fixed = {name: from_content[name] for name in global_latents}
+        fixed.update({name: from_motion[name] for name in step_latents})
+        return self.generate(fixed, jax.random.fold_in(key, 2))
 
     def infer(self, x: np.ndarray | Mapping[str, np.ndarray], key: int | jax.Array = 0) -> dict[str, np.ndarray]:
         """Samples of every latent from q given observed data (in the data's range).
@@ -149,4 +243,3 @@ class Run:
 def load_run(path: str | Path, step: int | None = None) -> Run:
     """Load a run folder: its spec, and its model from the latest checkpoint (or ``step``)."""
     return Run(path, step)
-

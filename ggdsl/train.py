@@ -27,6 +27,7 @@ from ggdsl.errors import DataError, TrainError
 from ggdsl.runs import RunDir
 from ggdsl.spec.ir import Spec
 from ggdsl.spec.load import load_spec
+from ggdsl.tensorboard_log import EventLog
 
 
 @dataclass
@@ -222,8 +223,12 @@ def compile_and_train(
     resume: str | Path | None = None,
     progress: bool = True,
     evaluate_at_end: bool = True,
+    profile: int = 0,
 ) -> TrainResult:
     """Compile a spec and train it, writing a run folder; or continue one with ``resume``.
+
+    ``profile=N`` records a JAX profiler trace of N steps (after the first, compiled, step)
+    into ``RUN/profile/``, readable by TensorBoard's profile plugin or Perfetto.
 
     >>> result = compile_and_train("gmgan_digits", overrides=["train.steps=10"])  # doctest: +SKIP
     >>> result.run_dir                                                            # doctest: +SKIP
@@ -268,8 +273,8 @@ def compile_and_train(
         DataParallel(spec.train.devices, spec.train.batch_size)  # a bad device count fails here too
         run = RunDir.create(out, spec.name)
         run.write_spec(spec.to_yaml())
-        return _train(spec, run, False, progress, evaluate_at_end, dataset, compiled)
-    return _train(spec, run, True, progress, evaluate_at_end)
+        return _train(spec, run, False, progress, evaluate_at_end, dataset, compiled, profile=profile)
+    return _train(spec, run, True, progress, evaluate_at_end, profile=profile)
 
 
 class DataParallel:
@@ -305,8 +310,42 @@ class DataParallel:
         return {k: jax.device_put(v, self.batch_sharding) for k, v in batch.items()}
 
 
+class _Profile:
+    """A ``jax.profiler`` trace of ``steps`` steps, from the second step this process runs."""
+
+    def __init__(self, steps: int, folder: Path):
+        self.steps, self.folder, self.seen, self.active = steps, folder, 0, False
+
+    def after_step(self, state: Any) -> None:
+        if self.steps <= 0:
+            return
+        self.seen += 1
+        if self.seen == 1:
+            jax.block_until_ready(state)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            jax.profiler.start_trace(str(self.folder))
+            self.active = True
+        elif self.active and self.seen == self.steps + 1:
+            self.stop(state)
+
+    def stop(self, state: Any = None) -> None:
+        if self.active:
+            jax.block_until_ready(state)
+            jax.profiler.stop_trace()
+            self.active = False
+            print(f"profile: {self.folder}", flush=True)
+
+
 def _train(
-    spec: Spec, run: RunDir, resuming: bool, progress: bool, evaluate_at_end: bool, dataset=None, compiled=None
+    spec: Spec,
+    run: RunDir,
+    resuming: bool,
+    progress: bool,
+    evaluate_at_end: bool,
+    dataset=None,
+    compiled=None,
+    *,
+    profile: int = 0,
 ) -> TrainResult:
     from ggdsl.data import prefetch
 
@@ -327,6 +366,8 @@ def _train(
     if resuming:
         # Records logged after the checkpoint are logged again as training repeats those steps.
         run.truncate_metrics(start)
+    # TensorBoard mirrors metrics.jsonl (and drops the same later events on resume).
+    events = EventLog(run.tb_dir, resume_step=start if resuming else None)
     step_fn = compiled.make_guarded_step(jax.random.key(train_cfg.seed), train_cfg.on_nonfinite)
     skip = train_cfg.on_nonfinite == "skip"
     hash_, model = model_hash(spec), model_part(spec)
@@ -375,6 +416,7 @@ def _train(
     last: dict[str, float] = {}
     t_log, s_log = time.perf_counter(), start
     signals = _Signals()
+    profiler = _Profile(profile, run.path / "profile")
     try:
         with signals:
             while step < train_cfg.steps and signals.received is None:
@@ -384,6 +426,7 @@ def _train(
                     metric_names = [k for k in guard["flags"] if " " not in k]
                 state, guard, metrics = step_fn(state, guard, batch)
                 step += 1
+                profiler.after_step(state)
                 if step % train_cfg.log_every == 0 or step == train_cfg.steps:
                     last = _host_metrics(metrics)
                     check_guard()
@@ -397,12 +440,14 @@ def _train(
                         record["skipped_steps"] = int(guard["skipped"])
                         last = {k: v for k, v in record.items() if k not in ("step", "steps_per_s")}
                     run.append_metrics(record)
+                    events.add_record(record)
                     if bar is not None:
                         bar.update(step, rate, last)
                 if step % train_cfg.checkpoint_every == 0:
                     checkpoint(step)
                 if step % train_cfg.eval_every == 0 and step < train_cfg.steps:
-                    _periodic_eval(compiled, state, run, step)
+                    _periodic_eval(compiled, state, run, step, events)
+            profiler.stop(state)
             checkpoint(step)
             if signals.received is not None:
                 name = signal.Signals(signals.received).name
@@ -429,7 +474,8 @@ def _train(
     if evaluate_at_end and spec.eval:
         from ggdsl.evaluate.run_eval import evaluate_state
 
-        evaluation = evaluate_state(compiled, state, run, step=step)
+        with events.watch_figures(run.figures_dir, step):
+            evaluation = evaluate_state(compiled, state, run, step=step)
         run.write_eval(evaluation)
     result = TrainResult(run.path, step, last, evaluation)
     if progress:
@@ -437,12 +483,15 @@ def _train(
     return result
 
 
-def _periodic_eval(compiled: Compiled, state: TrainState, run: RunDir, step: int) -> None:
+def _periodic_eval(compiled: Compiled, state: TrainState, run: RunDir, step: int, events: EventLog) -> None:
     from ggdsl.evaluate.run_eval import quick_eval
 
-    record = quick_eval(compiled, state, run, step)
+    with events.watch_figures(run.figures_dir, step):
+        record = quick_eval(compiled, state, run, step)
     if record:
-        run.append_metrics({"step": step, **{f"eval/{k}": v for k, v in record.items()}})
+        record = {"step": step, **{f"eval/{k}": v for k, v in record.items()}}
+        run.append_metrics(record)
+        events.add_record(record)
 
 
 def _print_summary(result: TrainResult, run: RunDir) -> None:
@@ -476,6 +525,9 @@ class _Progress:
     def update(self, step: int, rate: float, metrics: Mapping[str, float]) -> None:
         acc = " ".join(f"{k[6:]}={v:.2f}" for k, v in metrics.items() if k.startswith("d_acc/"))
         info = f"{rate:.1f} steps/s d={metrics.get('d_loss', 0):.3f} g={metrics.get('g_loss', 0):.3f} acc[{acc}]"
+        usage = " ".join(f"{k[6:]}={v:.0f}" for k, v in metrics.items() if k.startswith("usage/"))
+        if usage:
+            info += f" used[{usage}]"
         self.progress.update(self.task, completed=step, info=info)
 
     def close(self) -> None:

@@ -174,7 +174,7 @@ def test_tutorial_run_folder_holds_what_the_page_promises(tutorial):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["100", "200", "300"]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [50, 100, 100, 150, 200, 250, 300]
-    losses = {"d_loss", "g_loss", "g_adv", "recon", "d_loss/x|h", "d_loss/h|k", "d_acc/x|h", "d_acc/h|k"}
+    losses = {"d_loss", "g_loss", "g_adv", "recon", "d_loss/x|h", "d_loss/h|k", "d_acc/x|h", "d_acc/h|k", "usage/k"}
     for record in records:
         if "eval/clustering_accuracy" not in record:
             assert set(record) == losses | {"step", "steps_per_s"}

@@ -39,9 +39,7 @@ def _to_unit(images: Any, value_range: tuple[float, float]) -> np.ndarray:
     """Checks ``(N, H, W, C)`` and maps ``value_range`` to ``[0, 1]`` as float32 RGB."""
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise EvalError(
-            f"expected images of shape (N, H, W, C) with C = 1 or 3, got shape {images.shape}"
-        )
+        raise EvalError(f"expected images of shape (N, H, W, C) with C = 1 or 3, got shape {images.shape}")
     lo, hi = value_range
     if not hi > lo:
         raise EvalError(f"value_range must be (low, high) with high > low, got {value_range}")
@@ -93,9 +91,7 @@ def tile(
     height, width = height * scale, width * scale
     ncols = min(ncols, max(n, 1))
     nrows = max(1, math.ceil(n / ncols))
-    grid = np.full(
-        (nrows * (height + pad) + pad, ncols * (width + pad) + pad, 3), _PAD_VALUE, np.float32
-    )
+    grid = np.full((nrows * (height + pad) + pad, ncols * (width + pad) + pad, 3), _PAD_VALUE, np.float32)
     for index in range(n):
         row, col = divmod(index, ncols)
         top, left = pad + row * (height + pad), pad + col * (width + pad)
@@ -312,16 +308,12 @@ def save_gif(
     if video.ndim == 4:
         video = video[None]
     if video.ndim != 5:
-        raise EvalError(
-            f"expected a video (T, H, W, C) or videos (N, T, H, W, C), got shape {video.shape}"
-        )
+        raise EvalError(f"expected a video (T, H, W, C) or videos (N, T, H, W, C), got shape {video.shape}")
     count = video.shape[0]
     ncols = ncols or math.ceil(math.sqrt(count))
     pad = 0 if count == 1 else 1
     frames = [
-        Image.fromarray(
-            tile(video[:, t], ncols=ncols, value_range=value_range, scale=scale, pad=pad)
-        )
+        Image.fromarray(tile(video[:, t], ncols=ncols, value_range=value_range, scale=scale, pad=pad))
         for t in range(video.shape[1])
     ]
     path = _prepare(path)
@@ -334,6 +326,61 @@ def save_gif(
         loop=0,
     )
     return path
+
+
+def labelled_strips(
+    videos: Any,
+    labels: Sequence[str],
+    path: PathLike,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    *,
+    scale: int | None = None,
+) -> str:
+    """Saves videos as strips of frames (one row per video) with a label left of each row.
+
+    Used for motion analogies: rows ``content``, ``motion``, ``analogy`` repeated.
+    The strips are composed as pixels (:func:`tile`) and shown in one Matplotlib axes
+    whose y ticks carry the labels, with one axes pixel per grid pixel.
+
+    Args:
+        videos: ``(N, T, H, W, C)``.
+        labels: ``N`` row labels.
+        path: Output PNG path.
+        value_range: The data range.
+        scale: Integer upscaling (default: frames >= 64 px high).
+
+    Returns:
+        ``path`` as a string.
+
+    Raises:
+        EvalError: Bad shapes, or a labels list of the wrong length.
+
+    Example:
+        >>> import tempfile, os
+        >>> out = labelled_strips(np.zeros((2, 3, 4, 4, 1)), ["content", "analogy"],
+        ...                       os.path.join(tempfile.mkdtemp(), "a.png"))
+        >>> out.endswith("a.png")
+        True
+    """
+    videos = np.asarray(videos)
+    if videos.ndim != 5:
+        raise EvalError(f"expected videos of shape (N, T, H, W, C), got shape {videos.shape}")
+    if len(labels) != len(videos):
+        raise EvalError(f"got {len(labels)} labels for {len(videos)} videos")
+    count, steps, height = videos.shape[:3]
+    scale = _auto_scale(height) if scale is None else int(scale)
+    grid = tile(videos.reshape(-1, *videos.shape[2:]), ncols=steps, value_range=value_range, scale=scale)
+    dpi, margin = 100, 90  # pixels left of the grid for the labels
+    figure = Figure(figsize=((grid.shape[1] + margin) / dpi, grid.shape[0] / dpi), dpi=dpi)
+    axes = figure.add_axes((margin / (grid.shape[1] + margin), 0.0, grid.shape[1] / (grid.shape[1] + margin), 1.0))
+    axes.imshow(grid, interpolation="nearest", aspect="equal")
+    pitch = height * scale + 1
+    axes.set_yticks([1 + pitch * row + (pitch - 1) / 2 for row in range(count)], [str(x) for x in labels], fontsize=8)
+    axes.set_xticks([])
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    axes.tick_params(length=0)
+    return _save_figure(figure, path, dpi=dpi)
 
 
 def tsne_plot(

@@ -133,23 +133,28 @@ def reconstruction_mse(run: Run, cache: dict) -> dict[str, Any]:
 
 @register_evaluation("video_reconstruction")
 def video_reconstruction(run: Run, cache: dict) -> dict[str, Any]:
-    from ggdsl.evaluate.figures import frame_strip
+    """Test videos through q and back through p: squared error per frame, and strips of
+    4 originals, each above its reconstruction."""
+    from ggdsl.evaluate.figures import labelled_strips
 
     x, recon = _reconstruction(run, cache)
     if x.ndim != 5:
         raise EvalError("video_reconstruction needs a per-step observed variable")
     per_frame = np.mean((x - recon) ** 2, axis=(0, 2, 3, 4))
-    rows = np.stack([x[:4], recon[:4]], axis=1).reshape(-1, *x.shape[1:])
-    frame_strip(rows, str(run.dir.figures_dir / "video_reconstruction.png"), run.spec.data.range)
+    shown = min(4, len(x))
+    rows = np.stack([x[:shown], recon[:shown]], axis=1).reshape(-1, *x.shape[1:])
+    out = run.dir.figures_dir / "video_reconstruction.png"
+    labelled_strips(rows, ["original", "reconstruction"] * shown, str(out), run.spec.data.range)
     return {
         "video_reconstruction_mse": float(per_frame.mean()),
         "video_reconstruction_mse_per_frame": [float(v) for v in per_frame],
+        "video_reconstruction_figure": out.name,
     }
 
 
 @register_evaluation("samples")
 def samples(run: Run, cache: dict) -> dict[str, Any]:
-    from ggdsl.evaluate.figures import component_grid, frame_strip, image_grid
+    from ggdsl.evaluate.figures import component_grid, frame_strip, image_grid, save_gif
 
     name = run.spec.observed[0]
     value_range = run.spec.data.range
@@ -167,8 +172,11 @@ def samples(run: Run, cache: dict) -> dict[str, Any]:
             return {"samples_figure": str(path.name)}
     drawn = run.sample(64, key=run.step)[name]
     if drawn.ndim == 5:
+        # one row per sample, one column per step; and the first 16 playing in a 4x4 grid
         frame_strip(drawn[:8], str(path), value_range)
-    elif drawn.ndim == 4:
+        gif = save_gif(drawn[:16], str(path.with_suffix(".gif")), value_range, fps=4.0, ncols=4)
+        return {"samples_figure": path.name} | ({"samples_animation": path.with_suffix(".gif").name} if gif else {})
+    if drawn.ndim == 4:
         image_grid(drawn, str(path), ncols=8, value_range=value_range)
     else:
         raise EvalError(f"samples: '{name}' is not an image or video")
@@ -234,9 +242,74 @@ def factor_divergences(run: Run, cache: dict) -> dict[str, Any]:
     return {f"factor_accuracy/{g}": float(np.mean([float(a[g]) for a in accs])) for g in accs[0]}
 
 
+#: Analogies made by ``motion_analogy`` (at most), and how many of them its figure shows.
+ANALOGY_PAIRS = 250
+ANALOGY_SHOWN = 4
+
+
 @register_evaluation("motion_analogy")
 def motion_analogy(run: Run, cache: dict) -> dict[str, Any]:
-    raise EvalError("motion_analogy is not available yet")
+    """The content of one test video moving as another moves (the paper's Figures 5-7).
+
+    The global latents (``h``) are inferred from a content video, the per-step latents
+    (``v[1..T]``) from a motion video, and the frames generated from both
+    (:meth:`ggdsl.run.Run.analogy`); the test split's first half gives the content, its
+    second half the motion, paired so that their labels differ
+    (:func:`ggdsl.evaluate.video.analogy_pairs`). The figure shows rows content, motion,
+    analogy. On moving digits with labels, a digit classifier trained on the image
+    source (:func:`ggdsl.evaluate.video.digit_classifier`) reads each analogy (majority
+    over its frames): ``motion_analogy_content_accuracy`` is the fraction read as the
+    content video's digit, ``motion_analogy_motion_accuracy`` as the motion video's, and
+    ``motion_analogy_classifier_accuracy`` the classifier's accuracy on the real test
+    videos, read the same way. Other data get the figure and a reason for no score.
+    """
+    from ggdsl.evaluate.figures import labelled_strips
+    from ggdsl.evaluate.video import analogy_pairs, digit_classifier, to_unit
+
+    name = run.spec.observed[0]
+    if not run.spec.model[name].steps:
+        raise EvalError(f"motion_analogy needs videos: the observed '{name}' has no steps")
+    x, labels = _test_data(run, cache)
+    count = min(len(x[name]), 2 * ANALOGY_PAIRS)
+    labels = None if labels is None else labels[:count]
+    content, motion = analogy_pairs(count, labels)
+    made = run.analogy({k: v[content] for k, v in x.items()}, {k: v[motion] for k, v in x.items()}, key=run.step)[name]
+    videos = x[name]
+    shown = min(ANALOGY_SHOWN, len(content))
+    rows = np.stack([videos[content[:shown]], videos[motion[:shown]], made[:shown]], 1).reshape(-1, *made.shape[1:])
+    names = ["content", "motion", "analogy"]
+    if labels is not None:
+        names = [
+            f"{row} ({labels[i]})"
+            for c, m in zip(content[:shown], motion[:shown], strict=True)
+            for row, i in zip(names, (c, m, c), strict=True)
+        ]
+    else:
+        names = names * shown
+    out = run.dir.figures_dir / "motion_analogy.png"
+    labelled_strips(rows, names, str(out), run.spec.data.range)
+    result: dict[str, Any] = {"motion_analogy_figure": out.name, "motion_analogy_pairs": len(content)}
+    need = "analogies are scored by reading the content video's digit, so they need moving_digits videos"
+    if run.spec.data.source != "moving_digits":
+        result["motion_analogy_score_skipped"] = f"no score for data source '{run.spec.data.source}': {need}"
+    elif labels is None:
+        result["motion_analogy_score_skipped"] = f"no score without data.labels: {need} with their labels"
+    elif run.spec.data.get("resize"):
+        result["motion_analogy_score_skipped"] = f"no score with data.resize: {need} at their own size"
+    if "motion_analogy_score_skipped" in result:
+        return result
+    classifier = digit_classifier(run.spec.data.get("images", "mnist"), run.spec.data.get("path"), int(videos.shape[2]))
+    value_range = run.spec.data.range
+    read = classifier.predict_videos(to_unit(made, value_range))
+    real = classifier.predict_videos(to_unit(videos[:count], value_range))
+    result.update(
+        {
+            "motion_analogy_content_accuracy": float(np.mean(read == labels[content])),
+            "motion_analogy_motion_accuracy": float(np.mean(read == labels[motion])),
+            "motion_analogy_classifier_accuracy": float(np.mean(real == labels)),
+        }
+    )
+    return result
 
 
 def run_evaluations(run: Run, names: Iterable[str]) -> dict[str, Any]:
@@ -267,8 +340,11 @@ def quick_eval(compiled: Compiled, state: TrainState, run_dir: RunDir, step: int
 
 
 def evaluate_run(run_dir: str | Path, names: Iterable[str] | None = None) -> dict[str, Any]:
-    """``ggdsl eval``: the spec's evaluations on the latest checkpoint; writes eval.json."""
+    """``ggdsl eval``: the spec's evaluations on the latest checkpoint; writes eval.json and report.html."""
+    from ggdsl.evaluate.report import write_report
+
     run = load_run(run_dir)
     results = run_evaluations(run, names or run.spec.eval)
     run.dir.write_eval(results)
+    write_report(run.dir, results)
     return results
