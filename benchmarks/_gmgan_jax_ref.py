@@ -96,20 +96,38 @@ def conv_lax(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
 
 def deconv_lax(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
     return lax.conv_transpose(
-        x, jnp.swapaxes(w, 2, 3), (stride, stride), "SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True,
+        x,
+        jnp.swapaxes(w, 2, 3),
+        (stride, stride),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        transpose_kernel=True,
     )
 
 
-CONVS = {"im2col": (conv_im2col, deconv_im2col), "lax": (conv_lax, deconv_lax)}
+def conv_auto(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """ggdsl's own CPU choice per shape (``ggdsl.nets.conv``, ``impl="auto"``): lax, im2col or subpixel."""
+    from ggdsl.nets.conv import conv2d
+
+    return conv2d(x, w, stride, "same")
+
+
+def deconv_auto(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    from ggdsl.nets.conv import conv_transpose2d
+
+    return conv_transpose2d(x, w, stride, "same")
+
+
+CONVS = {"im2col": (conv_im2col, deconv_im2col), "lax": (conv_lax, deconv_lax), "auto": (conv_auto, deconv_auto)}
 
 
 # --------------------------------------------------------------------------- networks
 def _layer_kinds(net: NetSpec):
     """Per block list (branches..., head): ``[(layer, in_shape, out_shape), ...]``."""
     branch_shapes, head_shapes = plan_shapes(net.plan, net.inputs)
-    lists = [list(zip(b.layers, s[:-1], s[1:], strict=True))
-             for b, s in zip(net.plan.branches, branch_shapes, strict=True)]
+    lists = [
+        list(zip(b.layers, s[:-1], s[1:], strict=True)) for b, s in zip(net.plan.branches, branch_shapes, strict=True)
+    ]
     lists.append(list(zip(net.plan.head, head_shapes[:-1], head_shapes[1:], strict=True)))
     return lists
 
@@ -179,7 +197,7 @@ class Net:
             return x.reshape(batch, *out_shape), s
         if layer.kind == "crop":  # centre crop of the spatial axes
             top, left = (x.shape[1] - out_shape[0]) // 2, (x.shape[2] - out_shape[1]) // 2
-            return x[:, top:top + out_shape[0], left:left + out_shape[1], :], s
+            return x[:, top : top + out_shape[0], left : left + out_shape[1], :], s
         if layer.kind == "dense":
             y = x.reshape(batch, -1) @ p["w"] + p["b"]
         elif layer.kind == "conv":
@@ -271,15 +289,22 @@ class HandGMGAN:
         for (group, net), key in zip(self.discs.items(), keys[3:], strict=True):
             d_params[group], d_stats[group] = init_net(net.spec, key)
         return {
-            "g_params": g_params, "g_stats": g_stats, "d_params": d_params, "d_stats": d_stats,
-            "g_opt": self.tx.init(g_params), "d_opt": self.tx.init(d_params),
+            "g_params": g_params,
+            "g_stats": g_stats,
+            "d_params": d_params,
+            "d_stats": d_stats,
+            "g_opt": self.tx.init(g_params),
+            "d_opt": self.tx.init(d_params),
             "step": jnp.zeros((), jnp.int32),
         }
 
     def param_counts(self, state: dict) -> dict[str, int]:
         g, d = state["g_params"], state["d_params"]
-        counts = {f"generator {self.h}": param_count(g["mu"]), f"generator {self.x}": param_count(g["gen"]),
-                  f"extractor {self.ext_key}": param_count(g["ext"])}
+        counts = {
+            f"generator {self.h}": param_count(g["mu"]),
+            f"generator {self.x}": param_count(g["gen"]),
+            f"extractor {self.ext_key}": param_count(g["ext"]),
+        }
         counts.update({f"discriminator {group}": param_count(d[group]) for group in self.discs})
         return counts
 
@@ -334,8 +359,9 @@ class HandGMGAN:
         else:
             lq, penalties = self.logits(dp, ds, q), {}
         lp = self.logits(dp, ds, p)
-        loss = sum(self.weights[g] * (jnp.mean(jax.nn.softplus(-lq[g])) + jnp.mean(jax.nn.softplus(lp[g])))
-                   for g in self.discs)
+        loss = sum(
+            self.weights[g] * (jnp.mean(jax.nn.softplus(-lq[g])) + jnp.mean(jax.nn.softplus(lp[g]))) for g in self.discs
+        )
         return loss + sum(self.weights[g] * 0.5 * self.r1 * penalty for g, penalty in penalties.items())
 
     def g_loss(self, dp, ds, q, p):
@@ -389,8 +415,10 @@ class HandGMGAN:
 
             def forward(gp):
                 q, p, new_gs = self.sample(gp, state["g_stats"], x_data, key)
-                differentiable = ({n: v for n, v in q.items() if n != x_node},
-                                  {n: v for n, v in p.items() if n != k_node})
+                differentiable = (
+                    {n: v for n, v in q.items() if n != x_node},
+                    {n: v for n, v in p.items() if n != k_node},
+                )
                 return differentiable, (p[k_node], new_gs)
 
             (dq, dpv), pullback, (k_p, g_stats) = jax.vjp(forward, state["g_params"], has_aux=True)
@@ -408,8 +436,12 @@ class HandGMGAN:
         def finish(state, d_params, d_opt, grads, g_stats, d_loss, g_loss):
             updates, g_opt = tx.update(grads, state["g_opt"], state["g_params"])
             new_state = {
-                "g_params": optax.apply_updates(state["g_params"], updates), "g_stats": g_stats,
-                "d_params": d_params, "d_stats": state["d_stats"], "g_opt": g_opt, "d_opt": d_opt,
+                "g_params": optax.apply_updates(state["g_params"], updates),
+                "g_stats": g_stats,
+                "d_params": d_params,
+                "d_stats": state["d_stats"],
+                "g_opt": g_opt,
+                "d_opt": d_opt,
                 "step": state["step"] + 1,
             }
             return new_state, {"d_loss": d_loss, "g_loss": g_loss}
@@ -437,5 +469,8 @@ class HandGMGAN:
 
             return jax.grad(g_objective)(state["g_params"])
 
-        return {"G+E forward (sampling)": jax.jit(sample), "D update grads": jax.jit(d_update),
-                "G update grads": jax.jit(g_update)}
+        return {
+            "G+E forward (sampling)": jax.jit(sample),
+            "D update grads": jax.jit(d_update),
+            "G update grads": jax.jit(g_update),
+        }

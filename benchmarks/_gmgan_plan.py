@@ -21,11 +21,19 @@ def gmgan_nodes(plan: ModelPlan) -> tuple[str, str, str]:
     cats = [n for n, v in model.items() if v.type == "categorical" and not v.given]
     normals = [n for n, v in model.items() if v.type == "normal" and parents(v) == cats[:1]]
     images = [n for n, v in model.items() if v.observed and parents(v) == normals[:1]]
-    ok = (len(model) == 3 and len(cats) == len(normals) == len(images) == 1 and plan.analysis.exact == tuple(cats)
-          and spec.train.critic_steps == 1 and spec.objective.loss == "bce"
-          and not spec.objective.spectral_norm and not spec.objective.instance_noise
-          and spec.inference.discrete == "gumbel_softmax")
+    ok = (
+        len(model) == 3
+        and len(cats) == len(normals) == len(images) == 1
+        and plan.analysis.exact == tuple(cats)
+        and spec.train.critic_steps == 1
+        and spec.objective.loss == "bce"
+        and not spec.objective.spectral_norm
+        and not spec.objective.instance_noise
+        and spec.inference.discrete == "gumbel_softmax"
+    )
     if not ok:
-        raise ValueError(f"{spec.name}: not a GMGAN spec the references implement (k -> h -> x, exact q(k | h), "
-                         "one critic step, bce, gumbel_softmax, no spectral norm or instance noise)")
+        raise ValueError(
+            f"{spec.name}: not a GMGAN spec the references implement (k -> h -> x, exact q(k | h), "
+            "one critic step, bce, gumbel_softmax, no spectral norm or instance noise)"
+        )
     return cats[0], normals[0], images[0]

@@ -46,7 +46,7 @@ class _Crop(nn.Module):
         self.size = out_shape[:2]
 
     def forward(self, x):
-        return x[:, :, self.top:self.top + self.size[0], self.left:self.left + self.size[1]]
+        return x[:, :, self.top : self.top + self.size[0], self.left : self.left + self.size[1]]
 
 
 class _Block(nn.Module):
@@ -66,8 +66,9 @@ class _Block(nn.Module):
                 channels = in_shape[-1] * (in_shape[0] if len(in_shape) == 4 else 1)  # video: frames x channels
                 self.op = nn.Conv2d(channels, int(layer.value), k, s, padding=(k - 1) // 2)
             else:
-                self.op = nn.ConvTranspose2d(in_shape[-1], int(layer.value), k, s, padding=(k - 1) // 2,
-                                             output_padding=s - 1)
+                self.op = nn.ConvTranspose2d(
+                    in_shape[-1], int(layer.value), k, s, padding=(k - 1) // 2, output_padding=s - 1
+                )
             nn.init.normal_(self.op.weight, 0.0, 0.02)
         elif kind in ("reshape", "flatten"):
             self.op = _Reshape(out_shape)
@@ -168,8 +169,11 @@ class TorchGMGAN:
             module.train()
 
     def param_counts(self) -> dict[str, int]:
-        counts = {f"generator {self.h}": _count(self.mu), f"generator {self.x}": _count(self.gen),
-                  f"extractor {self.ext_key}": _count(self.ext)}
+        counts = {
+            f"generator {self.h}": _count(self.mu),
+            f"generator {self.x}": _count(self.gen),
+            f"extractor {self.ext_key}": _count(self.ext),
+        }
         counts.update({f"discriminator {g}": _count(self.discs[str(i)]) for i, g in enumerate(self.groups)})
         return counts
 
@@ -193,8 +197,10 @@ class TorchGMGAN:
         return -0.5 * ((h[:, None] - means[None]) / self.std).square().sum(-1)
 
     def logits(self, values):
-        return [self.discs[str(i)]({n: values[nodes[0]] for n, nodes in b.items()})[:, 0]
-                for i, b in enumerate(self.bindings)]
+        return [
+            self.discs[str(i)]({n: values[nodes[0]] for n, nodes in b.items()})[:, 0]
+            for i, b in enumerate(self.bindings)
+        ]
 
     def r1_inputs(self, values, index):
         """The inputs of discriminator ``index`` at ``values`` (the tensors R1 differentiates against)."""

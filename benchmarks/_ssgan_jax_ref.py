@@ -76,19 +76,26 @@ class HandSSGAN(HandGMGAN):
         for (name, net), key in zip(nets.items(), keys, strict=False):
             g_params[name], g_stats[name] = init_net(net.spec, key)
         d_params, d_stats = {}, {}
-        for (group, net), key in zip(self.discs.items(), keys[len(nets):], strict=True):
+        for (group, net), key in zip(self.discs.items(), keys[len(nets) :], strict=True):
             d_params[group], d_stats[group] = init_net(net.spec, key)
         return {
-            "g_params": g_params, "g_stats": g_stats, "d_params": d_params, "d_stats": d_stats,
-            "g_opt": self.tx.init(g_params), "d_opt": self.tx.init(d_params),
+            "g_params": g_params,
+            "g_stats": g_stats,
+            "d_params": d_params,
+            "d_stats": d_stats,
+            "g_opt": self.tx.init(g_params),
+            "d_opt": self.tx.init(d_params),
             "step": jnp.zeros((), jnp.int32),
         }
 
     def param_counts(self, state: dict) -> dict[str, int]:
         g, n = state["g_params"], self.nodes
-        counts = {f"generator {n.motion}": param_count(g["trans"]), f"generator {n.frame}": param_count(g["gen"]),
-                  f"extractor {n.motion_extractor}": param_count(g["ext_v"]),
-                  f"extractor {n.content_extractor}": param_count(g["ext_h"])}
+        counts = {
+            f"generator {n.motion}": param_count(g["trans"]),
+            f"generator {n.frame}": param_count(g["gen"]),
+            f"extractor {n.motion_extractor}": param_count(g["ext_v"]),
+            f"extractor {n.content_extractor}": param_count(g["ext_h"]),
+        }
         counts.update({f"discriminator {group}": param_count(state["d_params"][group]) for group in self.discs})
         return counts
 
@@ -102,7 +109,12 @@ class HandSSGAN(HandGMGAN):
             return v + out
 
         if self.transition == "scan":
-            return lax.scan(lambda v, eps: (transition(v, eps),) * 2, v_first, noise)[1]
+
+            def body(v, eps):
+                v = transition(v, eps)
+                return v, v
+
+            return lax.scan(body, v_first, noise)[1]
         chain, v = [], v_first
         for t in range(noise.shape[0]):
             v = transition(v, noise[t])
@@ -124,8 +136,10 @@ class HandSSGAN(HandGMGAN):
         v_first = v_mean + v_std * jax.random.normal(key_v, (batch, *v_shape))
         noise = jax.random.normal(key_eps, (steps - 1, batch, *self.noise_shape))
         v_p = jnp.concatenate([v_first[None], self.motion_chain(gp["trans"], gs["trans"], v_first, noise)])
-        inputs = {name: jnp.tile(h_p, (steps, 1)) if role == "content" else v_p.reshape(steps * batch, -1)
-                  for name, role in self.nodes.generator.items()}
+        inputs = {
+            name: jnp.tile(h_p, (steps, 1)) if role == "content" else v_p.reshape(steps * batch, -1)
+            for name, role in self.nodes.generator.items()
+        }
         x_p, new_gs["gen"] = self.gen(gp["gen"], gs["gen"], inputs, True)
         q = {"frames": frames, "h": h_q, "v": v_q.reshape(steps, batch, -1)}
         p = {"frames": x_p, "h": h_p, "v": v_p}
@@ -134,12 +148,17 @@ class HandSSGAN(HandGMGAN):
     def logits(self, dp, ds, values):
         """Per group, the logits of all copies: ``(T * B,)`` frame tuples, ``((T - 1) * B,)`` motion pairs."""
         n, v = self.nodes, values["v"]
-        frame_values = {"frame": values["frames"], "content": jnp.tile(values["h"], (self.steps, 1)),
-                        "motion": v.reshape(-1, v.shape[-1])}
+        frame_values = {
+            "frame": values["frames"],
+            "content": jnp.tile(values["h"], (self.steps, 1)),
+            "motion": v.reshape(-1, v.shape[-1]),
+        }
         motion_values = {"current": v[1:].reshape(-1, v.shape[-1]), "previous": v[:-1].reshape(-1, v.shape[-1])}
         out = {}
-        for group, roles, given in ((n.frame_critic, n.frame_critic_inputs, frame_values),
-                                    (n.motion_critic, n.motion_critic_inputs, motion_values)):
+        for group, roles, given in (
+            (n.frame_critic, n.frame_critic_inputs, frame_values),
+            (n.motion_critic, n.motion_critic_inputs, motion_values),
+        ):
             inputs = {name: given[role] for name, role in roles.items()}
             out[group] = self.discs[group](dp[group], ds[group], inputs, True)[0][:, 0]
         return out

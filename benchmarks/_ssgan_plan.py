@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ggdsl.nets.shapes import layer_option
 from ggdsl.plan import ModelPlan
 
 
@@ -116,12 +115,12 @@ def _problem(plan: ModelPlan) -> str | None:
     frame_generator = plan.generator_of.get(f"{frames[0]}[1]")
     for net in [trans, *plan.discriminators.values()]:
         layers = [*(layer for branch in net.plan.branches for layer in branch.layers), *net.plan.head]
-        if any("norm" in layer.options and layer_option(layer, "norm") != "none" for layer in layers):
+        if any(layer.options.get("norm", "none") != "none" for layer in layers):
             return f"no normalisation in the transition or the discriminators (found in {net.role} {net.key})"
     if frame_generator is None:
         return "frames drawn by a generator"
     (content_net,) = [n for n in plan.extractors.values() if n.members == (content[0],)]
-    if [nodes for nodes in content_net.bindings[0].values()] != [tuple(f"{frames[0]}[{t}]" for t in
-                                                                     range(1, spec.time.steps + 1))]:
+    in_order = tuple(f"{frames[0]}[{t}]" for t in range(1, spec.time.steps + 1))
+    if list(content_net.bindings[0].values()) != [in_order]:
         return "q(h | x[1], ..., x[T]) reading the frames in time order"
     return None

@@ -43,10 +43,17 @@ class TorchSSGAN(TorchGMGAN):
         if spec.objective.weights != "uniform":
             self.weights = [float(spec.objective.weights.get(g, 0.0)) for g in self.groups]
         config = dict(spec.train.optimizer)
-        adam = {"lr": config["learning_rate"], "betas": (config.get("b1", 0.9), config.get("b2", 0.999)),
-                "eps": config.get("eps", 1e-8)}
-        g_params = [*self.trans.parameters(), *self.gen.parameters(), *self.ext_v.parameters(),
-                    *self.ext_h.parameters()]
+        adam = {
+            "lr": config["learning_rate"],
+            "betas": (config.get("b1", 0.9), config.get("b2", 0.999)),
+            "eps": config.get("eps", 1e-8),
+        }
+        g_params = [
+            *self.trans.parameters(),
+            *self.gen.parameters(),
+            *self.ext_v.parameters(),
+            *self.ext_h.parameters(),
+        ]
         self.d_params = list(self.discs.parameters())
         self.g_opt = torch.optim.Adam(g_params, **adam)
         self.d_opt = torch.optim.Adam(self.d_params, **adam)
@@ -57,9 +64,12 @@ class TorchSSGAN(TorchGMGAN):
 
     def param_counts(self) -> dict[str, int]:
         n = self.nodes
-        counts = {f"generator {n.motion}": _count(self.trans), f"generator {n.frame}": _count(self.gen),
-                  f"extractor {n.motion_extractor}": _count(self.ext_v),
-                  f"extractor {n.content_extractor}": _count(self.ext_h)}
+        counts = {
+            f"generator {n.motion}": _count(self.trans),
+            f"generator {n.frame}": _count(self.gen),
+            f"extractor {n.motion_extractor}": _count(self.ext_v),
+            f"extractor {n.content_extractor}": _count(self.ext_h),
+        }
         counts.update({f"discriminator {g}": _count(self.discs[str(i)]) for i, g in enumerate(self.groups)})
         return counts
 
@@ -80,18 +90,24 @@ class TorchSSGAN(TorchGMGAN):
             v = v + self.trans({names["previous"]: v, names["noise"]: torch.randn(batch, *self.noise_shape)})
             chain.append(v)
         v_p = torch.stack(chain)
-        inputs = {name: h_p.repeat(steps, 1) if role == "content" else v_p.reshape(steps * batch, -1)
-                  for name, role in self.nodes.generator.items()}
+        inputs = {
+            name: h_p.repeat(steps, 1) if role == "content" else v_p.reshape(steps * batch, -1)
+            for name, role in self.nodes.generator.items()
+        }
         x_p = self.gen(inputs)
         return {"frames": frames, "h": h_q, "v": v_q}, {"frames": x_p, "h": h_p, "v": v_p}
 
     def logits(self, values):
         n, v = self.nodes, values["v"]
-        frame_values = {"frame": values["frames"], "content": values["h"].repeat(self.steps, 1),
-                        "motion": v.reshape(-1, v.shape[-1])}
+        frame_values = {
+            "frame": values["frames"],
+            "content": values["h"].repeat(self.steps, 1),
+            "motion": v.reshape(-1, v.shape[-1]),
+        }
         motion_values = {"current": v[1:].reshape(-1, v.shape[-1]), "previous": v[:-1].reshape(-1, v.shape[-1])}
         out = []
-        for index, (roles, given) in enumerate(((n.frame_critic_inputs, frame_values),
-                                                (n.motion_critic_inputs, motion_values))):
+        for index, (roles, given) in enumerate(
+            ((n.frame_critic_inputs, frame_values), (n.motion_critic_inputs, motion_values))
+        ):
             out.append(self.discs[str(index)]({name: given[role] for name, role in roles.items()})[:, 0])
         return out

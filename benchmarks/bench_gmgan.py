@@ -27,10 +27,12 @@ at a time. The implementations:
 - ``torch`` / ``torch-fused``: ``_gmgan_torch_ref.TorchGMGAN``, PyTorch eager on CPU, the
   same two schedules. Skipped with a message when torch is not installed
   (``pip install torch==2.13.0``).
-- SSGAN specs: ``jax-hand`` (the transitions under ``lax.scan``), ``jax-hand-loop`` (an
-  unrolled Python loop) and ``torch`` (``_ssgan_torch_ref.TorchSSGAN``); the fused variants
-  are GMGAN-only, and so is a spec without R1 or reconstruction terms.
-- ``jax-hand-lax``: ``jax-hand`` with XLA's own convolutions instead of im2col.
+- SSGAN specs: ``jax-hand`` (``_ssgan_jax_ref.HandSSGAN``, the transitions under
+  ``lax.scan``), ``jax-hand-loop`` (an unrolled Python loop) and ``torch``
+  (``_ssgan_torch_ref.TorchSSGAN``). The fused schedules exist for GMGAN specs without R1
+  or reconstruction terms only.
+- ``jax-hand-auto``: ``jax-hand`` with ggdsl's per-shape CPU convolutions
+  (``ggdsl.nets.conv``) instead of im2col; ``jax-hand-lax``: with XLA's own convolutions.
 - ``ggdsl-<N>dev`` (``--devices N``): ggdsl's step on N host devices (a process started with
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N``, ``--set train.devices=N``, the
   batch split over the mesh and the state replicated as ``ggdsl.train.DataParallel`` does).
@@ -59,16 +61,24 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REFERENCES = ("jax-hand", "jax-hand-fused", "jax-hand-loop", "jax-hand-lax", "torch", "torch-fused")
+REFERENCES = ("jax-hand", "jax-hand-fused", "jax-hand-loop", "jax-hand-auto", "jax-hand-lax", "torch", "torch-fused")
 ALL_IMPLS = ("ggdsl", *REFERENCES)
 TORCH_IMPLS = ("torch", "torch-fused")
 TARGET_VS_JAX = 0.9  # ggdsl within 10% of the hand-written step
-# What runs by default, per kind of spec (``--impls`` overrides): every schedule the
-# references have for the spec, the ``-lax`` variant left out.
+# What runs by default, per kind of spec (``--impls`` overrides). SSGAN: the transitions under
+# lax.scan (jax-hand) run as fast as the unrolled loop (jax-hand-loop) and compile faster, so
+# the loop is left out; jax-hand-auto (ggdsl's per-shape convolutions) separates the
+# convolutions' share of the ratio from the rest of the step.
 DEFAULT_IMPLS = {
     "gmgan": ("ggdsl", "jax-hand", "jax-hand-fused", "torch", "torch-fused"),
     "gmgan+terms": ("ggdsl", "jax-hand", "torch"),  # R1 / reconstruction terms: no fused schedule
-    "ssgan": ("ggdsl", "jax-hand", "jax-hand-loop", "torch"),
+    "ssgan": ("ggdsl", "jax-hand", "jax-hand-auto", "torch"),
+}
+# What the references can run, per kind of spec.
+VALID_IMPLS = {
+    "gmgan": ("ggdsl", "jax-hand", "jax-hand-fused", "jax-hand-auto", "jax-hand-lax", "torch", "torch-fused"),
+    "gmgan+terms": ("ggdsl", "jax-hand", "jax-hand-auto", "jax-hand-lax", "torch"),
+    "ssgan": ("ggdsl", "jax-hand", "jax-hand-loop", "jax-hand-auto", "jax-hand-lax", "torch"),
 }
 
 
@@ -141,15 +151,19 @@ def hand_model(plan, impl: str):
     if kind == "ssgan":
         from _ssgan_jax_ref import HandSSGAN
 
-        options = {"": {}, "loop": {"transition": "loop"}, "lax": {"conv": "lax"}}
+        options = {"": {}, "loop": {"transition": "loop"}, "auto": {"conv": "auto"}, "lax": {"conv": "lax"}}
         if variant not in options:
-            raise ValueError(f"{impl}: no such variant for an SSGAN spec (jax-hand, jax-hand-loop, jax-hand-lax)")
+            raise ValueError(
+                f"{impl}: no such variant for an SSGAN spec (jax-hand, jax-hand-loop, jax-hand-auto, jax-hand-lax)"
+            )
         return HandSSGAN(plan, **options[variant])
     from _gmgan_jax_ref import HandGMGAN
 
-    options = {"": {}, "fused": {"schedule": "fused"}, "lax": {"conv": "lax"}}
+    options = {"": {}, "fused": {"schedule": "fused"}, "auto": {"conv": "auto"}, "lax": {"conv": "lax"}}
     if variant not in options:
-        raise ValueError(f"{impl}: no such variant for a GMGAN spec (jax-hand, jax-hand-fused, jax-hand-lax)")
+        raise ValueError(
+            f"{impl}: no such variant for a GMGAN spec (jax-hand, jax-hand-fused, jax-hand-auto, jax-hand-lax)"
+        )
     return HandGMGAN(plan, **options[variant])
 
 
@@ -180,7 +194,7 @@ def hlo_profile(compiled) -> dict:
                 depth += char == "("
                 depth -= char == ")"
                 if depth == 0:
-                    rest = rest[index + 1:]
+                    rest = rest[index + 1 :]
                     break
         else:
             rest = rest.split(" ", 1)[1] if " " in rest else ""
@@ -192,8 +206,22 @@ def hlo_profile(compiled) -> dict:
     header = text.splitlines()[0] if text else ""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
-    keep = ("dot", "convolution", "fusion", "copy", "transpose", "pad", "slice", "concatenate",
-            "custom-call", "scatter", "gather", "reduce", "rng-bit-generator", "while")
+    keep = (
+        "dot",
+        "convolution",
+        "fusion",
+        "copy",
+        "transpose",
+        "pad",
+        "slice",
+        "concatenate",
+        "custom-call",
+        "scatter",
+        "gather",
+        "reduce",
+        "rng-bit-generator",
+        "while",
+    )
     return {
         "gflops": round(float(cost.get("flops", 0.0)) / 1e9, 3),
         "gbytes_accessed": round(float(cost.get("bytes accessed", 0.0)) / 1e9, 3),
@@ -249,8 +277,10 @@ class JaxRunner:
                 from ggdsl.train import DataParallel
 
                 if jax.local_device_count() != self.devices:
-                    raise RuntimeError(f"{self.impl}: {jax.local_device_count()} devices, not {self.devices} "
-                                       "(was JAX imported before XLA_FLAGS was set?)")
+                    raise RuntimeError(
+                        f"{self.impl}: {jax.local_device_count()} devices, not {self.devices} "
+                        "(was JAX imported before XLA_FLAGS was set?)"
+                    )
                 parallel = DataParallel(self.spec.train.devices, self.x.shape[0])
                 self.state, self.batch = parallel.state(self.state), parallel.batch(self.batch)
         else:
@@ -276,8 +306,13 @@ class JaxRunner:
             return self.first()
         self.jax.block_until_ready((self.state, metrics))
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "trace_s": traced - start, "compile_s": compiled - traced,
-                "metrics": {k: float(v) for k, v in metrics.items()}, "patched": self.patched}
+        return {
+            "seconds": seconds,
+            "trace_s": traced - start,
+            "compile_s": compiled - traced,
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "patched": self.patched,
+        }
 
     def patch_merge(self):
         """Work around ggdsl's batch-norm trace bug: ``nnx.merge(..., copy=True)`` in the step.
@@ -339,8 +374,9 @@ class JaxRunner:
             out["hlo"]["lower_compile_s"] = round(time.perf_counter() - start, 2)
             if self.impl == "jax-hand":
                 parts = self.model.part_fns(jax.random.key(1))
-                out["parts_ms"] = {name: round(1e3 * time_calls(f, (self.state, self.x), 5), 1)
-                                   for name, f in parts.items()}
+                out["parts_ms"] = {
+                    name: round(1e3 * time_calls(f, (self.state, self.x), 5), 1) for name, f in parts.items()
+                }
         out["peak_rss_mib"] = peak_rss_mib()
         return out
 
@@ -374,8 +410,13 @@ class TorchRunner:
     def first(self) -> dict:
         start = time.perf_counter()
         d_loss, g_loss = self.model.step(self.x)
-        return {"seconds": time.perf_counter() - start, "trace_s": None, "compile_s": None,
-                "metrics": {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}, "patched": False}
+        return {
+            "seconds": time.perf_counter() - start,
+            "trace_s": None,
+            "compile_s": None,
+            "metrics": {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())},
+            "patched": False,
+        }
 
     def run(self, steps: int) -> float:
         start = time.perf_counter()
@@ -384,8 +425,12 @@ class TorchRunner:
         return time.perf_counter() - start
 
     def info(self, profile: bool) -> dict:
-        return {"params": self.model.param_counts(), "torch_threads": self.torch.get_num_threads(),
-                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "peak_rss_mib": peak_rss_mib()}
+        return {
+            "params": self.model.param_counts(),
+            "torch_threads": self.torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "peak_rss_mib": peak_rss_mib(),
+        }
 
 
 def _worker(conn, impl: str, config: dict) -> None:
@@ -409,24 +454,39 @@ def _worker(conn, impl: str, config: dict) -> None:
 
 # --------------------------------------------------------------------------- the driver
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spec", help="bundled spec name or path (default gmgan_mnist; gmgan_digits with --quick)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="spec override (repeatable)")
     parser.add_argument("--batch", type=int, help="batch size (default: the spec's train.batch_size)")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per implementation (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first call (default 2)")
-    parser.add_argument("--impls", help=f"comma list from {', '.join(ALL_IMPLS)} (default: every schedule the "
-                        "spec's references have, -lax left out; ggdsl,jax-hand,torch with --quick)")
-    parser.add_argument("--devices", type=int, default=1, metavar="N",
-                        help="also time ggdsl on N host devices (ggdsl-<N>dev; the batch must split over N)")
+    parser.add_argument(
+        "--impls",
+        help=f"comma list from {', '.join(ALL_IMPLS)} (default: every schedule the "
+        "spec's references have, -lax left out; ggdsl,jax-hand,torch with --quick)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="also time ggdsl on N host devices (ggdsl-<N>dev; the batch must split over N)",
+    )
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--no-profile", action="store_true", help="skip the HLO profile and per-part timings")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: gmgan_digits unless --spec, 2 steps, 1 repeat, 3 implementations, no profile")
-    parser.add_argument("--out", help="JSON path (default benchmarks/results/<spec>_cpu.json, "
-                        "gmgan_conv_cpu.json for gmgan_mnist; none for --quick)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: gmgan_digits unless --spec, 2 steps, 1 repeat, 3 implementations, no profile",
+    )
+    parser.add_argument(
+        "--out",
+        help="JSON path (default benchmarks/results/<spec>_cpu.json, "
+        "gmgan_conv_cpu.json for gmgan_mnist; none for --quick)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.spec = args.spec or "gmgan_digits"
@@ -445,9 +505,15 @@ def machine(load_at_start) -> dict:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor(), "python": platform.python_version(), "versions": versions,
-            "load_average_start": load_at_start}
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "load_average_start": load_at_start,
+    }
 
 
 class Pool:
@@ -508,14 +574,20 @@ def measure(args) -> dict:
     unknown = sorted(i for i in set(impls) - set(ALL_IMPLS) if device_count(i) == 1)
     if unknown:
         raise SystemExit(f"unknown --impls {unknown} (known: {', '.join(ALL_IMPLS)}, ggdsl-<N>dev)")
+    unfit = [i for i in impls if device_count(i) == 1 and i not in VALID_IMPLS[kind]]
+    if unfit:
+        raise SystemExit(f"--impls {unfit}: not for this spec ({kind}; these run: {', '.join(VALID_IMPLS[kind])})")
     notes = []
     devices = getattr(args, "devices", 1)
-    if devices > 1:
-        if batch % devices:
-            raise SystemExit(f"--devices {devices}: batch {batch} does not split over {devices} devices "
-                             f"(use --batch with a multiple of {devices})")
-        if f"ggdsl-{devices}dev" not in impls:
-            impls.append(f"ggdsl-{devices}dev")
+    if devices > 1 and batch % devices:
+        note = (
+            f"--devices {devices}: batch {batch} does not split over {devices} devices, ggdsl-{devices}dev "
+            f"left out (use --batch with a multiple of {devices})"
+        )
+        print(note)
+        notes.append(note)
+    elif devices > 1 and f"ggdsl-{devices}dev" not in impls:
+        impls.append(f"ggdsl-{devices}dev")
     if importlib.util.find_spec("torch") is None and any(i in TORCH_IMPLS for i in impls):
         note = "torch is not installed: the PyTorch columns are skipped (pip install torch==2.13.0)"
         print(note)
@@ -524,8 +596,11 @@ def measure(args) -> dict:
     config = {"spec": args.spec, "overrides": list(args.set), "batch": batch, "torch_threads": args.torch_threads}
     per_example = images_per_example(plan)
     explain = {f"{n.role} {n.key}": n.params for n in plan.all()}
-    print(f"spec {spec_probe.name} ({args.spec}), batch {batch}, {args.steps} steps x {args.repeats} repeats, "
-          f"warm-up {args.warmup}; implementations: {', '.join(impls)}", flush=True)
+    print(
+        f"spec {spec_probe.name} ({args.spec}), batch {batch}, {args.steps} steps x {args.repeats} repeats, "
+        f"warm-up {args.warmup}; implementations: {', '.join(impls)}",
+        flush=True,
+    )
 
     pool = Pool(impls, config)
     results = {impl: {"step_seconds": []} for impl in pool.impls}
@@ -539,19 +614,24 @@ def measure(args) -> dict:
             results[impl]["compile_s"] = first["compile_s"]
             results[impl]["first_metrics"] = first["metrics"]
             results[impl]["patched"] = first["patched"]
-            split = "" if first["compile_s"] is None else (f"  (trace + lower {first['trace_s']:.2f} s, "
-                                                           f"compile {first['compile_s']:.2f} s)")
+            split = (
+                ""
+                if first["compile_s"] is None
+                else (f"  (trace + lower {first['trace_s']:.2f} s, compile {first['compile_s']:.2f} s)")
+            )
             print(f"  {impl:15s} first call (trace + compile + 1 step) {first['seconds']:7.2f} s{split}", flush=True)
             if first["patched"]:
-                note = ("ggdsl's step raised flax TraceContextError (batch-norm statistics merged at the jit "
-                        "trace level, mutated inside jax.grad); timed with nnx.merge(..., copy=True) patched "
-                        "into ggdsl.compiled")
+                note = (
+                    "ggdsl's step raised flax TraceContextError (batch-norm statistics merged at the jit "
+                    "trace level, mutated inside jax.grad); timed with nnx.merge(..., copy=True) patched "
+                    "into ggdsl.compiled"
+                )
                 print(f"  NOTE: {note}", flush=True)
                 notes.append(note)
         for impl in pool.impls:
             pool.ask(impl, "run", args.warmup)
         for repeat in range(args.repeats):
-            order = pool.impls[repeat % len(pool.impls):] + pool.impls[:repeat % len(pool.impls)]
+            order = pool.impls[repeat % len(pool.impls) :] + pool.impls[: repeat % len(pool.impls)]
             line = []
             for impl in order:
                 seconds = pool.ask(impl, "run", args.steps)
@@ -584,11 +664,21 @@ def measure(args) -> dict:
     return {
         "benchmark": "training step (1 D update + 1 G update)",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "spec": args.spec, "spec_name": spec_probe.name, "overrides": list(args.set), "batch": batch,
-        "reference_kind": kind, "images_per_example": per_example, "unit": "frames" if per_example > 1 else "images",
-        "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
+        "spec": args.spec,
+        "spec_name": spec_probe.name,
+        "overrides": list(args.set),
+        "batch": batch,
+        "reference_kind": kind,
+        "images_per_example": per_example,
+        "unit": "frames" if per_example > 1 else "images",
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
         "machine": {**machine(load_at_start), "load_average_end": os.getloadavg()},
-        "explain_params": explain, "results": results, "ratios": ratios, "notes": notes,
+        "explain_params": explain,
+        "results": results,
+        "ratios": ratios,
+        "notes": notes,
         "failed": {k: v.strip().splitlines()[-1] for k, v in pool.failed.items()},
     }
 
@@ -623,20 +713,28 @@ def report(data: dict) -> None:
     per_example = data.get("images_per_example", 1)
     frames = f" ({per_example} frames each)" if per_example > 1 else ""
     print(f"\nTraining step, batch {batch}{frames}: median of {data['repeats']} repeats x {data['steps']} steps")
-    print(f"  {'implementation':16s}{'compile s':>10s}{'first call s':>13s}{'steps/s':>10s}{'best':>9s}"
-          f"{unit + '/s':>10s}{'ms/step':>9s}{'peak RSS MiB':>14s}")
+    print(
+        f"  {'implementation':16s}{'compile s':>10s}{'first call s':>13s}{'steps/s':>10s}{'best':>9s}"
+        f"{unit + '/s':>10s}{'ms/step':>9s}{'peak RSS MiB':>14s}"
+    )
     for impl in impls:
         r = results[impl]
         compile_s = "-" if r.get("compile_s") is None else f"{r['compile_s']:.2f}"
-        print(f"  {impl:16s}{compile_s:>10s}{r['first_call_s']:13.2f}{r['steps_per_s_median']:10.2f}"
-              f"{r['steps_per_s_best']:9.2f}{r['images_per_s']:10.1f}{1e3 / r['steps_per_s_median']:9.1f}"
-              f"{r['peak_rss_mib']:14.0f}")
+        print(
+            f"  {impl:16s}{compile_s:>10s}{r['first_call_s']:13.2f}{r['steps_per_s_median']:10.2f}"
+            f"{r['steps_per_s_best']:9.2f}{r['images_per_s']:10.1f}{1e3 / r['steps_per_s_median']:9.1f}"
+            f"{r['peak_rss_mib']:14.0f}"
+        )
     if data["ratios"]:
-        print("\nRatios (ggdsl steps/s / reference steps/s; > 1 means ggdsl is faster; "
-              "ggdsl-<N>dev/ggdsl: N host devices over 1)")
+        print(
+            "\nRatios (ggdsl steps/s / reference steps/s; > 1 means ggdsl is faster; "
+            "ggdsl-<N>dev/ggdsl: N host devices over 1)"
+        )
         for name, ratio in data["ratios"].items():
-            print(f"  {name:24s} median {ratio['median']:5.2f}   paired {ratio['paired']:5.2f}"
-                  f"   best {ratio['best']:5.2f}")
+            print(
+                f"  {name:24s} median {ratio['median']:5.2f}   paired {ratio['paired']:5.2f}"
+                f"   best {ratio['best']:5.2f}"
+            )
         jax_ratio = data["ratios"].get("ggdsl/jax-hand")
         if jax_ratio:
             ok = jax_ratio["paired"] >= TARGET_VS_JAX
@@ -652,20 +750,26 @@ def report(data: dict) -> None:
         print("\nCompiled step (XLA CPU): cost analysis and op counts")
         for impl in profiled:
             h = results[impl]["hlo"]
-            print(f"  {impl:16s} GFLOP {h['gflops']:7.2f}  GB accessed {h['gbytes_accessed']:6.2f}  "
-                  f"entry instructions {h['entry_instructions']:5d}  donated buffers {h['donated_buffers']:4d}")
+            print(
+                f"  {impl:16s} GFLOP {h['gflops']:7.2f}  GB accessed {h['gbytes_accessed']:6.2f}  "
+                f"entry instructions {h['entry_instructions']:5d}  donated buffers {h['donated_buffers']:4d}"
+            )
             print(f"  {'':16s} entry ops {h['entry_ops']}")
         for impl in profiled:
             r = results[impl]
-            print(f"  {impl:16s} state leaves {r['state_leaves']}, weak-typed {r['weak_typed_leaves']}, "
-                  f"non-f32 dtypes {r['non_f32_leaves']}")
+            print(
+                f"  {impl:16s} state leaves {r['state_leaves']}, weak-typed {r['weak_typed_leaves']}, "
+                f"non-f32 dtypes {r['non_f32_leaves']}"
+            )
     for impl in impls:
         if "parts_ms" in results[impl]:
             print(f"\nParts of the {impl} step (ms per call, jitted separately): {results[impl]['parts_ms']}")
     m = data["machine"]
-    print(f"\nMachine: {m['cpu_count']} CPUs, {m['platform']}, python {m['python']}, "
-          + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
-          + f"; load average {m['load_average_start'][0]:.1f} at start, {m['load_average_end'][0]:.1f} at end")
+    print(
+        f"\nMachine: {m['cpu_count']} CPUs, {m['platform']}, python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+        + f"; load average {m['load_average_start'][0]:.1f} at start, {m['load_average_end'][0]:.1f} at end"
+    )
     for note in data["notes"]:
         print(f"Note: {note}")
 

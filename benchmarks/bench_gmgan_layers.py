@@ -67,7 +67,8 @@ def deconv_subpixel(x, w, stride: int):
             d1, d2 = high - a, high - b
             cells = [
                 w[tap(d1, r1), tap(d2, r2)] if tap(d1, r1) is not None and tap(d2, r2) is not None else zero
-                for r1 in range(s) for r2 in range(s)
+                for r1 in range(s)
+                for r2 in range(s)
             ]
             rows.append(jnp.stack(cells, axis=1))
     kernel = jnp.stack(rows, 0).reshape(size * size * c_in, s * s * c_out)
@@ -138,13 +139,16 @@ def main() -> None:
             w = 0.02 * jax.random.normal(jax.random.key(1), (k, k, in_shape[-1], c))
             op = conv2d if layer.kind == "conv" else conv_transpose2d
             times = {}
-            ops = {impl: (lambda x, w, impl=impl, op=op, s=s: op(x, w, s, "same", impl=impl))
-                   for impl in ("auto", "im2col", "lax")}
+            ops = {
+                impl: (lambda x, w, impl=impl, op=op, s=s: op(x, w, s, "same", impl=impl))
+                for impl in ("auto", "im2col", "lax")
+            }
             if layer.kind == "deconv":
                 ops["subpixel"] = lambda x, w, s=s: deconv_subpixel(x, w, s)
             elif in_shape[0] % s == 0 and in_shape[1] % s == 0:
                 ops["subpixel"] = conv_subpixel_grad(s)
             if "subpixel" in ops:  # exact, or not timed
+
                 def probe(op, x=x, w=w):
                     return jax.grad(lambda a, b: jnp.sum(jnp.sin(op(a, b))), argnums=(0, 1))(x, w)
 
@@ -153,6 +157,7 @@ def main() -> None:
                     if error > 1e-4:
                         raise AssertionError(f"subpixel gradient differs from lax on {name}: {error:.1e}")
             for impl, layer_op in ops.items():
+
                 def loss(x, w, layer_op=layer_op):
                     return jnp.sum(jnp.square(layer_op(x, w)))
 
@@ -171,8 +176,7 @@ def main() -> None:
                 if layer.kind == "conv":
                     module = torch.nn.Conv2d(in_shape[-1], c, k, s, padding=(k - 1) // 2)
                 else:
-                    module = torch.nn.ConvTranspose2d(in_shape[-1], c, k, s, padding=(k - 1) // 2,
-                                                      output_padding=s - 1)
+                    module = torch.nn.ConvTranspose2d(in_shape[-1], c, k, s, padding=(k - 1) // 2, output_padding=s - 1)
                 runs = []
                 module(tx).square().sum().backward()
                 for _ in range(args.repeats):

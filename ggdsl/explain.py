@@ -83,6 +83,9 @@ def explain_dict(spec: Spec) -> dict[str, Any]:
             "reconstruction": spec.objective.reconstruction,
             "latent_reconstruction": spec.objective.latent_reconstruction,
             "r1": spec.objective.r1,
+            "spectral_norm": spec.objective.spectral_norm,
+            "instance_noise": spec.objective.instance_noise,
+            "video": spec.objective.video,
             "weights": _weights(spec, analysis),
         },
     }
@@ -179,6 +182,15 @@ def explain(spec: Spec) -> str:
         )
     if spec.objective.r1:
         lines.append(f"  discriminators also pay R1: + {spec.objective.r1:g}/2 * E_q |grad_A D_A(A)|^2 per factor")
+    if spec.objective.spectral_norm:
+        lines.append("  discriminators: spectral normalisation of every dense and convolution weight")
+    if spec.objective.instance_noise:
+        lines.append(
+            f"  discriminators see observed inputs + N(0, s^2) noise, s from {spec.objective.instance_noise:g}"
+            " down to 0 over train.steps"
+        )
+    if spec.train.ema:
+        lines.append(f"  sampling and evaluation use an EMA of the G/E weights (decay {spec.train.ema:g})")
     discrete = [z for z in analysis.latent if spec.model[analysis.templates[z]].type == "categorical"]
     if discrete:
         lines.append(

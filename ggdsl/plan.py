@@ -92,7 +92,13 @@ def _output_range(spec: Spec, variable: str | None, observed: bool) -> tuple[flo
 
 
 def _resolve(
-    spec: Spec, net, out_shape: Shape, inputs: Mapping[str, Shape], *, observed: bool, where: str,
+    spec: Spec,
+    net,
+    out_shape: Shape,
+    inputs: Mapping[str, Shape],
+    *,
+    observed: bool,
+    where: str,
     variable: str | None = None,
 ):
     """A net reference to (plan, source name, residual?)."""
@@ -123,7 +129,12 @@ def _generator(spec: Spec, analysis: Analysis, nodes: list[str], var: Variable, 
         inputs["eps"] = (noise,)
     out_shape = tuple(var.event_shape)
     plan, source, residual = _resolve(
-        spec, var.net, out_shape, inputs, observed=var.observed, where=f"model.{var.name}.net",
+        spec,
+        var.net,
+        out_shape,
+        inputs,
+        observed=var.observed,
+        where=f"model.{var.name}.net",
         variable=var.name,
     )
     residual_input = None

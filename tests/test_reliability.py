@@ -70,9 +70,7 @@ def _log(run_dir: Path) -> list[dict]:
 def _cli(out: Path, *extra: str) -> subprocess.Popen:
     sets = [arg for override in OVERRIDES for arg in ("--set", override)]
     command = [sys.executable, "-m", "ggdsl.cli", "compile-and-train", "gmgan_digits", "--out", str(out), "--quiet"]
-    return subprocess.Popen(
-        [*command, *sets, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return subprocess.Popen([*command, *sets, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0):
@@ -330,12 +328,18 @@ def test_idx_problems_name_the_file_before_any_folder(tmp_path):
     images, label_file = _idx_files(tmp_path, _images(), labels)
     # Wrong magic: the images file holds labels.
     shutil.copy(label_file, images)
-    _check_refused(tmp_path, _data_override("idx", [images, label_file]),
-                   rf"{images}: not an IDX image file: magic number 0x{LABELS_MAGIC:08x}")
+    _check_refused(
+        tmp_path,
+        _data_override("idx", [images, label_file]),
+        rf"{images}: not an IDX image file: magic number 0x{LABELS_MAGIC:08x}",
+    )
     # Wrong shapes: 28x28 images for a model of 8x8 ones.
     images, label_file = _idx_files(tmp_path, _images(size=28), labels)
-    _check_refused(tmp_path, _data_override("idx", [images, label_file]),
-                   rf"data\.observe\.x: feature 'image' of idx:{images} has shape \[28, 28, 1\], .* \[8, 8, 1\]")
+    _check_refused(
+        tmp_path,
+        _data_override("idx", [images, label_file]),
+        rf"data\.observe\.x: feature 'image' of idx:{images} has shape \[28, 28, 1\], .* \[8, 8, 1\]",
+    )
     # Truncated: the header promises more bytes than the file holds (gzip too).
     images, label_file = _idx_files(tmp_path, _images(), labels)
     data = Path(images).read_bytes()
@@ -366,17 +370,101 @@ def test_npz_problems_name_the_file_before_any_folder(tmp_path):
 # ----------------------------------------------------------------------------- YAML fuzzing
 
 SPEC_WORDS = [
-    "name", "data", "model", "time", "inference", "objective", "networks", "train", "eval", "type",
-    "given", "shape", "net", "classes", "observed", "steps", "first", "source", "observe", "range",
-    "noise", "std", "probs", "k", "h", "x", "v", "v[t-1]", "categorical", "normal", "implicit", "uniform",
-    "linear", "mlp_generator", "dense", "act", "batch_size", "optimizer", "seed", "x|h", "digits", "image",
+    "name",
+    "data",
+    "model",
+    "time",
+    "inference",
+    "objective",
+    "networks",
+    "train",
+    "eval",
+    "type",
+    "given",
+    "shape",
+    "net",
+    "classes",
+    "observed",
+    "steps",
+    "first",
+    "source",
+    "observe",
+    "range",
+    "noise",
+    "std",
+    "probs",
+    "k",
+    "h",
+    "x",
+    "v",
+    "v[t-1]",
+    "categorical",
+    "normal",
+    "implicit",
+    "uniform",
+    "linear",
+    "mlp_generator",
+    "dense",
+    "act",
+    "batch_size",
+    "optimizer",
+    "seed",
+    "x|h",
+    "digits",
+    "image",
 ]
 SPECIAL_SCALARS = [
-    "~", "null", "yes", "No", "on", "true", ".inf", "-.inf", ".nan", "0x1F", "0o17", "0b101", "1e400",
-    "-1e-400", "1_000", "12:30:45", "2001-12-14t21:59:43.10-05:00", "2001-02-30", "!!binary aGVsbG8=",
-    "!!python/object:os.system", "!!float abc", "!!int x", "!!str 3", "!!set {a, b}", "!!omap [a: 1]",
-    "'quoted'", '"esc\\u00e9\\x41"', '"bad \\q"', "*undefined", "[", "{", "]", "- -", ": :", "%", "@x",
-    "`x`", "<<", "=", "? x", "|", ">", "'", '"', "#", "&", "*", "!", "!!", "...", "---",
+    "~",
+    "null",
+    "yes",
+    "No",
+    "on",
+    "true",
+    ".inf",
+    "-.inf",
+    ".nan",
+    "0x1F",
+    "0o17",
+    "0b101",
+    "1e400",
+    "-1e-400",
+    "1_000",
+    "12:30:45",
+    "2001-12-14t21:59:43.10-05:00",
+    "2001-02-30",
+    "!!binary aGVsbG8=",
+    "!!python/object:os.system",
+    "!!float abc",
+    "!!int x",
+    "!!str 3",
+    "!!set {a, b}",
+    "!!omap [a: 1]",
+    "'quoted'",
+    '"esc\\u00e9\\x41"',
+    '"bad \\q"',
+    "*undefined",
+    "[",
+    "{",
+    "]",
+    "- -",
+    ": :",
+    "%",
+    "@x",
+    "`x`",
+    "<<",
+    "=",
+    "? x",
+    "|",
+    ">",
+    "'",
+    '"',
+    "#",
+    "&",
+    "*",
+    "!",
+    "!!",
+    "...",
+    "---",
 ]
 names = st.one_of(
     st.sampled_from(SPEC_WORDS),

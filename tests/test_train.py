@@ -92,9 +92,7 @@ def test_spec_step_abstract(name):
     compiled = compile_spec(spec)
     state = jax.eval_shape(lambda: compiled.init_state(0))
     step = compiled.make_step(jax.random.key(0), jit=False)
-    batch = {
-        n: jax.ShapeDtypeStruct((BATCH, *spec.model[n].shape), jnp.float32) for n in spec.observed
-    }
+    batch = {n: jax.ShapeDtypeStruct((BATCH, *spec.model[n].shape), jnp.float32) for n in spec.observed}
     new_state, metrics = jax.eval_shape(step, state, batch)
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
     for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(new_state), strict=True):
@@ -106,9 +104,9 @@ def test_spec_step_abstract(name):
 @pytest.mark.parametrize(
     "name",
     [
-        n if (ALL_SPECS or n in QUICK_TRAIN) else pytest.param(
-            n, marks=pytest.mark.skip(reason="GGDSL_TEST_ALL_SPECS=0 (a quick run)")
-        )
+        n
+        if (ALL_SPECS or n in QUICK_TRAIN)
+        else pytest.param(n, marks=pytest.mark.skip(reason="GGDSL_TEST_ALL_SPECS=0 (a quick run)"))
         for n in GMGAN_SPECS
     ],
 )
@@ -214,16 +212,24 @@ def digits_runs(tmp_path_factory):
     """gmgan_digits trained RESUME_STEPS steps in one go, and half of it then resumed."""
     out = tmp_path_factory.mktemp("digits")
     whole = compile_and_train(
-        "gmgan_digits", out=out / "whole", progress=False, evaluate_at_end=False,
+        "gmgan_digits",
+        out=out / "whole",
+        progress=False,
+        evaluate_at_end=False,
         overrides=[*RESUME_OVERRIDES, f"train.steps={RESUME_STEPS}"],
     )
     half = compile_and_train(
-        "gmgan_digits", out=out / "split", progress=False, evaluate_at_end=False,
+        "gmgan_digits",
+        out=out / "split",
+        progress=False,
+        evaluate_at_end=False,
         overrides=[*RESUME_OVERRIDES, f"train.steps={RESUME_STEPS // 2}"],
     )
     assert half.step == RESUME_STEPS // 2
     resumed = compile_and_train(
-        resume=half.run_dir, progress=False, evaluate_at_end=False,
+        resume=half.run_dir,
+        progress=False,
+        evaluate_at_end=False,
         overrides=[f"train.steps={RESUME_STEPS}"],
     )
     return whole, resumed

@@ -45,7 +45,17 @@ OVERRIDES = [
     "train.batch_size=16",
     "eval=[clustering_accuracy, reconstruction_mse, samples]",
 ]
-TRAIN_TAGS = {"steps_per_s", "d_loss", "d_loss/x|h", "d_loss/h|k", "d_acc/x|h", "d_acc/h|k", "g_adv", "g_loss"}
+TRAIN_TAGS = {
+    "steps_per_s",
+    "usage/k",
+    "d_loss",
+    "d_loss/x|h",
+    "d_loss/h|k",
+    "d_acc/x|h",
+    "d_acc/h|k",
+    "g_adv",
+    "g_loss",
+}
 EVAL_TAGS = {
     "eval/clustering_accuracy",
     "eval/clustering_accuracy_majority",

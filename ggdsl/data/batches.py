@@ -67,20 +67,14 @@ class Batches(Iterator[dict[str, np.ndarray]]):
             raise DataError(f"{where}: no observed variables (data.observe is empty)")
         for variable, feature in observe.items():
             if feature not in dataset.features:
-                raise DataError(
-                    f"{where}: data.observe.{variable}: unknown feature {feature!r} "
-                    f"(features: {known})"
-                )
+                raise DataError(f"{where}: data.observe.{variable}: unknown feature {feature!r} (features: {known})")
         if labels is not None and labels not in dataset.features:
-            raise DataError(
-                f"{where}: labels feature {labels!r} does not exist (features: {known})"
-            )
+            raise DataError(f"{where}: labels feature {labels!r} does not exist (features: {known})")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
         if batch_size > dataset.num_examples:
             raise DataError(
-                f"{where}: batch_size {batch_size} is larger than the dataset "
-                f"({dataset.num_examples} examples)"
+                f"{where}: batch_size {batch_size} is larger than the dataset ({dataset.num_examples} examples)"
             )
         self.dataset = dataset
         self.observe = dict(observe)
@@ -161,9 +155,7 @@ class Batches(Iterator[dict[str, np.ndarray]]):
             ("num_examples", self.dataset.num_examples),
         ):
             if name in state and int(state[name]) != mine:
-                raise DataError(
-                    f"cannot resume the data iterator: saved {name} {state[name]}, now {mine}"
-                )
+                raise DataError(f"cannot resume the data iterator: saved {name} {state[name]}, now {mine}")
         if epoch < 0 or not 0 <= position <= self.dataset.num_examples:
             raise DataError(f"invalid data iterator state: epoch {epoch}, position {position}")
         self._epoch, self._position = epoch, position

@@ -63,9 +63,7 @@ class Dataset:
         return {name: tuple(array.shape[1:]) for name, array in self.features.items()}
 
     def __repr__(self) -> str:
-        shapes = ", ".join(
-            f"{name}: {array.dtype}{list(array.shape[1:])}" for name, array in self.features.items()
-        )
+        shapes = ", ".join(f"{name}: {array.dtype}{list(array.shape[1:])}" for name, array in self.features.items())
         return f"Dataset({self.name!r}, split={self.split!r}, n={self.num_examples}, {shapes})"
 
 
@@ -134,8 +132,7 @@ def _pixels(
     if array.ndim != rank:
         layout = "(N, H, W, C)" if rank == 4 else "(N, T, H, W, C)"
         raise DataError(
-            f"{where}: feature {feature!r} has shape {array.shape}; expected {layout} "
-            f"(or without the channel axis)"
+            f"{where}: feature {feature!r} has shape {array.shape}; expected {layout} (or without the channel axis)"
         )
     if array.shape[-1] not in (1, 3, 4):
         raise DataError(
@@ -149,8 +146,7 @@ def _pixels(
         check_pixel_range(where, feature, array, (0.0, 1.0), hint=True)
     else:
         raise DataError(
-            f"{where}: feature {feature!r} has dtype {array.dtype}; pixels must be uint8 "
-            "(0-255) or floats in [0, 1]"
+            f"{where}: feature {feature!r} has dtype {array.dtype}; pixels must be uint8 (0-255) or floats in [0, 1]"
         )
     if resize is not None and tuple(array.shape[-3:-1]) != tuple(resize):
         array = resize_pixels(array, resize)

@@ -139,10 +139,7 @@ def parse_idx(data: bytes, name: str, expected_magic: int | None = None) -> np.n
     magic = int.from_bytes(data[:4], "big")
     kind = {IMAGES_MAGIC: "image", LABELS_MAGIC: "label"}.get(expected_magic or -1, "IDX")
     if expected_magic is not None and magic != expected_magic:
-        raise DataError(
-            f"{name}: not an IDX {kind} file: magic number 0x{magic:08x}, "
-            f"expected 0x{expected_magic:08x}"
-        )
+        raise DataError(f"{name}: not an IDX {kind} file: magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
     code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
     if magic >> 16 != 0 or code not in _DTYPES or ndim == 0:
         raise DataError(f"{name}: not an IDX file: magic number 0x{magic:08x}")

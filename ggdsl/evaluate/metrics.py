@@ -34,8 +34,7 @@ def _as_pair(labels: Any, clusters: Any) -> tuple[np.ndarray, np.ndarray]:
     clusters = np.asarray(clusters).reshape(-1)
     if labels.shape != clusters.shape:
         raise EvalError(
-            f"labels and clusters must have the same length, got {labels.size} labels "
-            f"and {clusters.size} cluster ids"
+            f"labels and clusters must have the same length, got {labels.size} labels and {clusters.size} cluster ids"
         )
     if labels.size == 0:
         raise EvalError("cannot score an empty set of points: labels and clusters are empty")
@@ -144,8 +143,7 @@ def cluster_usage(clusters: Any, k: int) -> dict[str, Any]:
         raise EvalError(f"cluster ids must be integers, got dtype {clusters.dtype}")
     if clusters.min() < 0 or clusters.max() >= k:
         raise EvalError(
-            f"cluster ids must lie in 0..{k - 1} for k={k}, "
-            f"got ids from {clusters.min()} to {clusters.max()}"
+            f"cluster ids must lie in 0..{k - 1} for k={k}, got ids from {clusters.min()} to {clusters.max()}"
         )
     counts = np.bincount(clusters, minlength=k)
     p = counts[counts > 0] / clusters.size
@@ -162,10 +160,7 @@ def _flat_pixels(x: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float64)
     labels = np.asarray(labels).reshape(-1)
     if x.ndim < 2 or x.shape[0] != labels.size:
-        raise EvalError(
-            f"expected x of shape (N, ...) with N = number of labels ({labels.size}), "
-            f"got shape {x.shape}"
-        )
+        raise EvalError(f"expected x of shape (N, ...) with N = number of labels ({labels.size}), got shape {x.shape}")
     return x.reshape(x.shape[0], -1), labels
 
 
@@ -203,9 +198,7 @@ def kmeans_accuracy(x: Any, labels: Any, k: int, seed: int = 0) -> dict[str, flo
     return _scores(labels, clusters)
 
 
-def pca_gmm_accuracy(
-    x: Any, labels: Any, k: int, n_components: int = 50, seed: int = 0
-) -> dict[str, float]:
+def pca_gmm_accuracy(x: Any, labels: Any, k: int, n_components: int = 50, seed: int = 0) -> dict[str, float]:
     """Clustering accuracy of a Gaussian mixture on PCA-reduced raw pixels (a baseline).
 
     Args:
