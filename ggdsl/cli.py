@@ -96,6 +96,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     spec_path = resolve_spec_path(args.spec) if args.spec else None
+    if args.coordinator is not None:
+        from ggdsl.parallel import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id)
     result = compile_and_train(
         spec_path,
         out=args.out,
@@ -237,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a JAX profiler trace of N steps (default 5, after the compiled first step) to RUN/profile",
     )
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    group = sub.add_argument_group(
+        "multi-host", "one process per host, each with the same spec and --out (a folder all of them can read)"
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (jax.distributed)")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1")
     sub.set_defaults(run=cmd_train)
 
     sub = verb("eval", "run the spec's evaluations on a run's latest checkpoint; writes eval.json")
@@ -277,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verb == "compile-and-train" and not args.spec and not args.resume:
         parser.error("compile-and-train needs a SPEC or --resume RUN_DIR")
+    if args.verb == "compile-and-train":
+        multi_host = (args.coordinator, args.num_processes, args.process_id)
+        if any(v is not None for v in multi_host) and any(v is None for v in multi_host):
+            parser.error("multi-host runs need all of --coordinator, --num-processes and --process-id")
     try:
         return args.run(args)
     except SpecError as error:

@@ -354,9 +354,20 @@ class RunDir:
         policy = None
         if max_to_keep is not None:
             policy = ocp.checkpoint_managers.LatestN(n=max_to_keep)
+        import jax
+
+        extra_options = {}
+        if jax.process_count() > 1:
+            # In a multi-process run, process 0 saves alone (the state is replicated) and
+            # each process restores on its own: no process waits for the others here.
+            me = jax.process_index()
+            extra_options["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me}
+            )
         options = ocp.CheckpointManagerOptions(
+            **extra_options,
             enable_async_checkpointing=False,
-            create=writing,
+            create=writing and not extra_options,  # the run folder made checkpoints/ already
             # Removes temporary folders a crashed save left behind, so that step can be
             # saved again (the temporary name is derived from the step).
             cleanup_tmp_directories=writing,

@@ -24,6 +24,7 @@ import numpy as np
 
 from ggdsl.compiled import Compiled, TrainState, compile_spec, enable_compilation_cache
 from ggdsl.errors import DataError, TrainError
+from ggdsl.parallel import DataParallel, broadcast_text, is_primary, to_host, wait_for_primary
 from ggdsl.runs import RunDir
 from ggdsl.spec.ir import Spec
 from ggdsl.spec.load import load_spec
@@ -251,7 +252,7 @@ def compile_and_train(
                 changes = spec_changes(extra.get("model") or {}, model_part(spec)) or ["(details not recorded)"]
                 why = f"{run.spec_path} differs from the model of checkpoint {extra.get('step')}; the edits"
                 raise _refuse_model_change(resume, changes, why)
-        if overrides:
+        if overrides and is_primary():
             run.write_spec(spec.to_yaml())
     else:
         if spec is None:
@@ -271,43 +272,12 @@ def compile_and_train(
         open_batches(spec, dataset)  # e.g. a dataset smaller than one batch
         compiled = compile_spec(spec)
         DataParallel(spec.train.devices, spec.train.batch_size)  # a bad device count fails here too
-        run = RunDir.create(out, spec.name)
-        run.write_spec(spec.to_yaml())
+        if is_primary():
+            run = RunDir.create(out, spec.name)
+            run.write_spec(spec.to_yaml())
+        run = RunDir(broadcast_text(str(run.path) if is_primary() else ""))
         return _train(spec, run, False, progress, evaluate_at_end, dataset, compiled, profile=profile)
     return _train(spec, run, True, progress, evaluate_at_end, profile=profile)
-
-
-class DataParallel:
-    """Data parallelism with JAX's own sharding: the batch is split over a 1-D device mesh
-    (axis ``data``), the state is replicated, and the same jitted step runs on all devices.
-
-    ``train.devices: auto`` uses every local device, an integer N the first N.
-    """
-
-    def __init__(self, devices: str | int, batch_size: int):
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-        local = jax.local_devices()
-        count = len(local) if devices == "auto" else int(devices)
-        if count > len(local):
-            raise TrainError(f"train.devices: {count} devices asked for, {len(local)} available ({local[0].platform})")
-        if batch_size % count:
-            raise TrainError(
-                f"train.batch_size {batch_size} does not split over {count} devices; use a multiple of {count} "
-                f"or set train.devices"
-            )
-        self.count = count
-        mesh = Mesh(np.array(local[:count]), ("data",))
-        self.batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-        self.replicated = NamedSharding(mesh, PartitionSpec())
-
-    def state(self, state: TrainState) -> TrainState:
-        return jax.device_put(state, self.replicated) if self.count > 1 else state
-
-    def batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        if self.count == 1:
-            return dict(batch)
-        return {k: jax.device_put(v, self.batch_sharding) for k, v in batch.items()}
 
 
 class _Profile:
@@ -350,6 +320,8 @@ def _train(
     from ggdsl.data import prefetch
 
     train_cfg = spec.train
+    primary = is_primary()  # in a multi-process run, process 0 alone writes the run folder
+    progress = progress and primary
     enable_compilation_cache()
     dataset = dataset if dataset is not None else open_dataset(spec, "train")
     batches = open_batches(spec, dataset)
@@ -363,11 +335,11 @@ def _train(
         state = compiled.init_state(train_cfg.seed)
     parallel = DataParallel(train_cfg.devices, train_cfg.batch_size)
     state = parallel.state(state)
-    if resuming:
+    if resuming and primary:
         # Records logged after the checkpoint are logged again as training repeats those steps.
         run.truncate_metrics(start)
     # TensorBoard mirrors metrics.jsonl (and drops the same later events on resume).
-    events = EventLog(run.tb_dir, resume_step=start if resuming else None)
+    events = EventLog(run.tb_dir, resume_step=start if resuming else None) if primary else None
     step_fn = compiled.make_guarded_step(jax.random.key(train_cfg.seed), train_cfg.on_nonfinite)
     skip = train_cfg.on_nonfinite == "skip"
     hash_, model = model_hash(spec), model_part(spec)
@@ -398,6 +370,8 @@ def _train(
     def checkpoint(at: int) -> None:
         check_guard()  # a non-finite state is never saved
         total_skipped = int(guard["skipped"]) if guard is not None else skipped
+        if not primary:
+            return
         run.save_checkpoint(
             at,
             flatten_state(state),
@@ -416,7 +390,7 @@ def _train(
     last: dict[str, float] = {}
     t_log, s_log = time.perf_counter(), start
     signals = _Signals()
-    profiler = _Profile(profile, run.path / "profile")
+    profiler = _Profile(profile if primary else 0, run.path / "profile")
     try:
         with signals:
             while step < train_cfg.steps and signals.received is None:
@@ -439,14 +413,15 @@ def _train(
                         record = {k: v for k, v in record.items() if np.isfinite(v)}
                         record["skipped_steps"] = int(guard["skipped"])
                         last = {k: v for k, v in record.items() if k not in ("step", "steps_per_s")}
-                    run.append_metrics(record)
-                    events.add_record(record)
+                    if primary:
+                        run.append_metrics(record)
+                        events.add_record(record)
                     if bar is not None:
                         bar.update(step, rate, last)
                 if step % train_cfg.checkpoint_every == 0:
                     checkpoint(step)
-                if step % train_cfg.eval_every == 0 and step < train_cfg.steps:
-                    _periodic_eval(compiled, state, run, step, events)
+                if step % train_cfg.eval_every == 0 and step < train_cfg.steps and primary:
+                    _periodic_eval(compiled, to_host(state), run, step, events)
             profiler.stop(state)
             checkpoint(step)
             if signals.received is not None:
@@ -471,12 +446,13 @@ def _train(
     if bar is not None:
         bar.close()
     evaluation = {}
-    if evaluate_at_end and spec.eval:
+    if evaluate_at_end and spec.eval and primary:
         from ggdsl.evaluate.run_eval import evaluate_state
 
         with events.watch_figures(run.figures_dir, step):
-            evaluation = evaluate_state(compiled, state, run, step=step)
+            evaluation = evaluate_state(compiled, to_host(state), run, step=step)
         run.write_eval(evaluation)
+    wait_for_primary("evaluation")
     result = TrainResult(run.path, step, last, evaluation)
     if progress:
         _print_summary(result, run)

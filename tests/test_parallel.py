@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -58,3 +59,98 @@ def test_batch_must_split_over_devices():
     with pytest.raises(TrainError, match="more than|available"):
         DataParallel(64, 64)
     assert DataParallel("auto", 10).count >= 1
+
+
+COMMON = [
+    "train.steps=6",
+    "train.batch_size=16",
+    "train.log_every=3",
+    "train.checkpoint_every=3",
+    "eval=[clustering_accuracy]",
+    "train.optimizer={name: sgd, learning_rate: 0.05}",
+]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train_cli(out, devices_per_process: int, extra: list[str]) -> subprocess.Popen:
+    import os
+
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+        "JAX_PLATFORMS": "cpu",
+        "GGDSL_CACHE_DIR": "off",
+    }
+    sets = [arg for override in COMMON for arg in ("--set", override)]
+    command = [sys.executable, "-m", "ggdsl", "compile-and-train", "gmgan_digits", "--out", str(out), "--quiet"]
+    return subprocess.Popen(
+        [*command, *sets, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _final_params(run_dir):
+    import jax
+    import numpy as np
+
+    from ggdsl.compiled import compile_spec
+    from ggdsl.runs import RunDir
+    from ggdsl.spec.load import load_spec
+    from ggdsl.train import restore_state
+
+    spec = load_spec(str(run_dir / "spec.yaml"))
+    state, extra = restore_state(compile_spec(spec), RunDir(run_dir))
+    return extra["step"], [
+        np.asarray(x) for x in jax.tree.leaves(state["g_params"]) + jax.tree.leaves(state["d_params"])
+    ]
+
+
+def test_two_processes_train_what_one_process_trains_on_the_same_devices(tmp_path):
+    """Two processes (jax.distributed, Gloo on CPU) x 2 devices against one process x 4 devices."""
+    import numpy as np
+
+    port = _free_port()
+    workers = [
+        _train_cli(
+            tmp_path / "multi",
+            2,
+            ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(index)],
+        )
+        for index in range(2)
+    ]
+    single = _train_cli(tmp_path / "single", 4, [])
+    logs = [proc.communicate(timeout=400)[0] for proc in [*workers, single]]
+    for proc, log in zip([*workers, single], logs, strict=True):
+        assert proc.returncode == 0, log[-3000:]
+    # Process 0 alone wrote the run folder, and said where it is; process 1 names the same one.
+    (multi,) = list((tmp_path / "multi").iterdir())
+    (single_run,) = list((tmp_path / "single").iterdir())
+    assert f"run folder: {multi}" in logs[0] and f"run folder: {multi}" in logs[1]
+    records = [json.loads(line) for line in (multi / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "d_loss" in r] == [3, 6]
+    assert (multi / "eval.json").exists()
+    step_multi, multi_params = _final_params(multi)
+    step_single, single_params = _final_params(single_run)
+    assert step_multi == step_single == 6
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(multi_params, single_params, strict=True))
+    assert worst < 1e-4, worst
+
+
+def test_multi_host_options_come_together():
+    from ggdsl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compile-and-train", "gmgan_digits", "--coordinator", "127.0.0.1:1234"])
+    assert exit_info.value.code == 2
+    from ggdsl.parallel import initialize
+
+    with pytest.raises(TrainError, match="--process-id must lie in 0..1"):
+        initialize("127.0.0.1:1234", 2, 5)
+    with pytest.raises(TrainError, match="HOST:PORT"):
+        initialize("localhost", 2, 0)
