@@ -154,3 +154,36 @@ def test_multi_host_options_come_together():
         initialize("127.0.0.1:1234", 2, 5)
     with pytest.raises(TrainError, match="HOST:PORT"):
         initialize("localhost", 2, 0)
+
+
+CACHE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import jax
+    from ggdsl.train import compile_and_train
+
+    compile_and_train("gmgan_toy", out=sys.argv[1], progress=False, overrides=["train.steps=2", "eval=[]"])
+    print("cache", jax.config.jax_compilation_cache_dir)
+    """
+)
+
+
+def test_a_second_run_of_a_spec_reads_its_compiled_step_from_the_cache(tmp_path):
+    """The persistent compilation cache is on by default, in GGDSL_CACHE_DIR (else ~/.cache/ggdsl/jax)."""
+    import os
+
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update({"GGDSL_CACHE_DIR": str(cache), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+
+    def run() -> set[str]:
+        result = subprocess.run(
+            [sys.executable, "-c", CACHE_SCRIPT, str(tmp_path / "runs")], capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"cache {cache}" in result.stdout
+        return {p.name for p in cache.iterdir()}
+
+    first = run()
+    assert any(name.startswith("jit_guarded-") for name in first), first  # the training step
+    assert run() == first  # every program of the second run came from the cache
