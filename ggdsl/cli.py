@@ -249,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1")
     sub.set_defaults(run=cmd_train)
 
-    sub = verb("eval", "run the spec's evaluations on a run's latest checkpoint; writes eval.json")
+    sub = verb(
+        "eval",
+        "run the spec's evaluations on a run's latest checkpoint (or the one train.select picked); writes eval.json",
+    )
     sub.add_argument("run_dir")
     sub.add_argument("--only", action="append", help="run only these evaluations")
     sub.add_argument("--json", action="store_true", help="machine-readable output")

@@ -59,7 +59,14 @@ def inference_state(state: TrainState) -> TrainState:
 
 
 class Run:
-    """A run folder with its model restored from the latest (or a given) checkpoint."""
+    """A run folder with its model restored from a checkpoint.
+
+    Without ``step``: the latest checkpoint, or, when the spec sets ``train.select``, the
+    checkpoint with the best selection score (``selected`` then says which and why).
+    """
+
+    #: ``{"selected_by", "select_score", "latest_step"}`` when ``train.select`` chose the step.
+    selected: dict[str, Any] | None = None
 
     def __init__(self, path: str | Path, step: int | None = None):
         self.dir = RunDir(path)
@@ -70,9 +77,18 @@ class Run:
         self.compiled = compile_spec(self.spec)
         from ggdsl.train import restore_state
 
+        chosen = step is None and self.spec.train.select != "last"
+        if chosen:
+            step = self.dir.selected_step()
         self.state, extra = restore_state(self.compiled, self.dir, step)
         self.state = inference_state(self.state)
         self.step = int(extra.get("step", 0))
+        if chosen and extra.get("select") is not None:
+            self.selected = {
+                "selected_by": self.spec.train.select,
+                "select_score": float(extra["select"]),
+                "latest_step": self.dir.latest_step(),
+            }
 
     @classmethod
     def from_state(cls, compiled: Compiled, state: TrainState, run_dir: RunDir, step: int) -> Run:
@@ -241,5 +257,9 @@ class Run:
 
 
 def load_run(path: str | Path, step: int | None = None) -> Run:
-    """Load a run folder: its spec, and its model from the latest checkpoint (or ``step``)."""
+    """Load a run folder: its spec, and its model from the latest checkpoint (or ``step``).
+
+    A spec with ``train.select`` (e.g. ``reconstruction_mse``) loads the checkpoint with the
+    best selection score on the held-out training examples instead of the latest.
+    """
     return Run(path, step)

@@ -51,6 +51,13 @@ _STATE = "state"
 _EXTRA = "extra"
 # Orbax writes this file into a step's temporary folder just before renaming it into place.
 _COMMIT_FILE = "commit_success.txt"
+#: Key of a checkpoint's selection score, in its ``extra`` dict and its orbax metrics.
+SELECT_METRIC = "select"
+_WORST = 1e300  # a non-finite score, stored as a finite number (JSON)
+
+
+def _select_metric(metrics: dict[str, Any]) -> float:
+    return float(metrics[SELECT_METRIC])
 
 
 def _json_default(value: Any) -> Any:
@@ -343,7 +350,7 @@ class RunDir:
 
     # -------------------------------------------------------------------------- checkpoints
 
-    def _manager(self, *, max_to_keep: int | None = None, writing: bool = False) -> Any:
+    def _manager(self, *, max_to_keep: int | None = None, writing: bool = False, keep_best: bool = False) -> Any:
         import orbax.checkpoint as ocp
 
         registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
@@ -354,6 +361,15 @@ class RunDir:
         policy = None
         if max_to_keep is not None:
             policy = ocp.checkpoint_managers.LatestN(n=max_to_keep)
+            if keep_best:
+                # The checkpoint with the lowest selection score stays too (train.select).
+                best = ocp.checkpoint_managers.BestN(
+                    get_metric_fn=_select_metric,
+                    reverse=True,
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+                policy = ocp.checkpoint_managers.AnyPreservationPolicy([policy, best])
         import jax
 
         extra_options = {}
@@ -372,6 +388,8 @@ class RunDir:
             # saved again (the temporary name is derived from the step).
             cleanup_tmp_directories=writing,
             preservation_policy=policy,
+            # With best_fn set, orbax writes each save's metrics and reads them back.
+            **({"best_fn": _select_metric, "best_mode": "min"} if keep_best else {}),
         )
         return ocp.CheckpointManager(self.checkpoints_dir.absolute(), options=options, handler_registry=registry)
 
@@ -389,6 +407,22 @@ class RunDir:
                 steps.append(int(entry.name))
         return sorted(steps)
 
+    def selected_step(self) -> int | None:
+        """The checkpoint with the lowest selection score (ties: the later), else the latest.
+
+        Scores are written by training when the spec sets ``train.select``; checkpoints
+        without one (e.g. saved before ``select`` was set) are not candidates.
+        """
+        best: tuple[float, int] | None = None
+        for step in self.checkpoint_steps():
+            score = self.read_checkpoint_extra(step).get(SELECT_METRIC)
+            if score is None:
+                continue
+            score = float(score) if np.isfinite(score) else _WORST
+            if best is None or score <= best[0]:
+                best = (score, step)
+        return best[1] if best is not None else self.latest_step()
+
     def latest_step(self) -> int | None:
         """The step of the newest complete checkpoint, or ``None`` when there is none."""
         steps = self.checkpoint_steps()
@@ -401,6 +435,7 @@ class RunDir:
         extra: dict[str, Any] | None = None,
         *,
         max_to_keep: int | None = 3,
+        score: float | None = None,
     ) -> bool:
         """Saves ``state`` and ``extra`` as the checkpoint of ``step``; returns when on disk.
 
@@ -413,6 +448,9 @@ class RunDir:
             state: A pytree of JAX/numpy arrays and Python scalars (typed PRNG keys work).
             extra: A JSON-serialisable dict saved beside the arrays.
             max_to_keep: How many checkpoints to keep.
+            score: A selection score (lower is better; ``train.select``). With a score,
+                the best-scored checkpoint is kept as well as the ``max_to_keep`` newest,
+                and :meth:`selected_step` can find it.
 
         Returns:
             True when written; False when ``step`` already has a checkpoint (it is kept as
@@ -441,8 +479,11 @@ class RunDir:
             }
         )
         try:
-            with self._manager(max_to_keep=max_to_keep, writing=True) as manager:
-                saved = manager.save(step, args=args, force=True)
+            metrics = None
+            if score is not None:
+                metrics = {SELECT_METRIC: float(score) if np.isfinite(score) else _WORST}
+            with self._manager(max_to_keep=max_to_keep, writing=True, keep_best=score is not None) as manager:
+                saved = manager.save(step, args=args, force=True, metrics=metrics)
         except Exception as error:
             raise TrainError(f"could not save checkpoint step {step} to {self.checkpoints_dir}: {error}") from error
         if not saved:

@@ -74,7 +74,7 @@ def model_part(spec: Spec) -> dict[str, Any]:
     return {k: v for k, v in full.items() if k not in ("train", "eval", "name")} | {
         "train": {
             k: full["train"][k]
-            for k in ("optimizer", "critic_optimizer", "critic_steps", "seed", "batch_size")
+            for k in ("optimizer", "critic_optimizer", "critic_steps", "seed", "batch_size", "holdout")
             if k in full["train"]
         }
     }
@@ -90,6 +90,7 @@ TRAINING_ONLY_KEYS = (
     "train.checkpoint_every",
     "train.on_nonfinite",
     "train.devices",
+    "train.select",
 )
 
 
@@ -148,6 +149,13 @@ def restore_state(compiled: Compiled, run: RunDir, step: int | None = None) -> t
     flat_template = flatten_state(template)
     flat, extra = run.restore_checkpoint(step, target=flat_template)
     return unflatten_state(template, flat), extra
+
+
+def open_training_data(spec: Spec):
+    """The training split less ``train.holdout`` examples, and those held out (or ``None``)."""
+    from ggdsl.data.dataset import split_holdout
+
+    return split_holdout(open_dataset(spec, "train"), spec.train.holdout)
 
 
 def open_batches(spec: Spec, dataset):
@@ -268,7 +276,7 @@ def compile_and_train(
         # Data and networks are checked before the run folder exists, so a bad spec or a
         # missing dataset leaves nothing behind.
         enable_compilation_cache()
-        dataset = open_dataset(spec, "train")
+        dataset, held = open_training_data(spec)
         open_batches(spec, dataset)  # e.g. a dataset smaller than one batch
         compiled = compile_spec(spec)
         DataParallel(spec.train.devices, spec.train.batch_size)  # a bad device count fails here too
@@ -276,7 +284,7 @@ def compile_and_train(
             run = RunDir.create(out, spec.name)
             run.write_spec(spec.to_yaml())
         run = RunDir(broadcast_text(str(run.path) if is_primary() else ""))
-        return _train(spec, run, False, progress, evaluate_at_end, dataset, compiled, profile=profile)
+        return _train(spec, run, False, progress, evaluate_at_end, (dataset, held), compiled, profile=profile)
     return _train(spec, run, True, progress, evaluate_at_end, profile=profile)
 
 
@@ -312,7 +320,7 @@ def _train(
     resuming: bool,
     progress: bool,
     evaluate_at_end: bool,
-    dataset=None,
+    data=None,
     compiled=None,
     *,
     profile: int = 0,
@@ -323,7 +331,7 @@ def _train(
     primary = is_primary()  # in a multi-process run, process 0 alone writes the run folder
     progress = progress and primary
     enable_compilation_cache()
-    dataset = dataset if dataset is not None else open_dataset(spec, "train")
+    dataset, held = data if data is not None else open_training_data(spec)
     batches = open_batches(spec, dataset)
     compiled = compiled if compiled is not None else compile_spec(spec)
     start, skipped = 0, 0
@@ -370,8 +378,16 @@ def _train(
     def checkpoint(at: int) -> None:
         check_guard()  # a non-finite state is never saved
         total_skipped = int(guard["skipped"]) if guard is not None else skipped
-        if not primary:
+        if not primary or at in run.checkpoint_steps():
             return
+        score = None
+        if train_cfg.select != "last":
+            from ggdsl.evaluate.run_eval import selection_score
+
+            score = selection_score(compiled, to_host(state), run, at, held)
+            record = {"step": at, f"select/{train_cfg.select}": score}
+            run.append_metrics(record)
+            events.add_record(record)
         run.save_checkpoint(
             at,
             flatten_state(state),
@@ -382,7 +398,9 @@ def _train(
                 "model_hash": hash_,
                 "model": model,
                 "skipped": total_skipped,
+                **({"select": score} if score is not None else {}),
             },
+            score=score,
         )
 
     bar = _Progress(train_cfg.steps, start) if progress else None
@@ -447,10 +465,16 @@ def _train(
         bar.close()
     evaluation = {}
     if evaluate_at_end and spec.eval and primary:
-        from ggdsl.evaluate.run_eval import evaluate_state
+        from ggdsl.evaluate.run_eval import evaluate_state, run_evaluations
 
         with events.watch_figures(run.figures_dir, step):
-            evaluation = evaluate_state(compiled, to_host(state), run, step=step)
+            if train_cfg.select != "last":
+                # The checkpoint the selection score picked, as `ggdsl eval` would.
+                from ggdsl.run import Run
+
+                evaluation = run_evaluations(Run(run.path), spec.eval)
+            else:
+                evaluation = evaluate_state(compiled, to_host(state), run, step=step)
         run.write_eval(evaluation)
     wait_for_primary("evaluation")
     result = TrainResult(run.path, step, last, evaluation)

@@ -62,6 +62,16 @@ class Dataset:
         """Shape of ONE example of each feature (the example axis dropped)."""
         return {name: tuple(array.shape[1:]) for name, array in self.features.items()}
 
+    def take(self, indices: np.ndarray, split: str | None = None) -> Dataset:
+        """The examples at ``indices`` (in that order), as a dataset of its own."""
+        return Dataset(
+            name=self.name,
+            split=split or self.split,
+            features={k: v[indices] for k, v in self.features.items()},
+            range=self.range,
+            info=self.info,
+        )
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{name}: {array.dtype}{list(array.shape[1:])}" for name, array in self.features.items())
         return f"Dataset({self.name!r}, split={self.split!r}, n={self.num_examples}, {shapes})"
@@ -219,3 +229,28 @@ def resize_pixels(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     out = np.einsum("hH,...HWC->...hWC", rows, array.astype(np.float32, copy=False))
     out = np.einsum("wW,...hWC->...hwC", cols, out)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def split_holdout(dataset: Dataset, n: int) -> tuple[Dataset, Dataset | None]:
+    """``(rest, held)``: ``n`` examples chosen by a fixed permutation (numpy seed 0) held out.
+
+    The same examples are held out for every run seed, so runs that differ in seed select
+    on the same data; the rest keep their original order. ``n = 0`` holds nothing out.
+
+    >>> ds = Dataset("demo", "train", {"x": np.arange(10, dtype=np.float32)[:, None]})
+    >>> rest, held = split_holdout(ds, 3)
+    >>> rest.num_examples, held.num_examples, held.split
+    (7, 3, 'holdout')
+    """
+    if n <= 0:
+        return dataset, None
+    if n >= dataset.num_examples:
+        raise DataError(
+            f"{dataset.name} ({dataset.split}): train.holdout is {n}, but the split has only "
+            f"{dataset.num_examples} examples; hold out fewer"
+        )
+    order = np.random.default_rng(0).permutation(dataset.num_examples)
+    held = np.sort(order[:n])
+    keep = np.ones(dataset.num_examples, dtype=bool)
+    keep[held] = False
+    return dataset.take(np.flatnonzero(keep)), dataset.take(held, split="holdout")

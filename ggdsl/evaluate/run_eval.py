@@ -313,7 +313,7 @@ def motion_analogy(run: Run, cache: dict) -> dict[str, Any]:
 
 
 def run_evaluations(run: Run, names: Iterable[str]) -> dict[str, Any]:
-    results: dict[str, Any] = {"step": run.step}
+    results: dict[str, Any] = {"step": run.step, **(run.selected or {})}
     cache: dict = {}
     for name in names:
         if name not in EVALUATIONS:
@@ -329,6 +329,29 @@ def evaluate_state(compiled: Compiled, state: TrainState, run_dir: RunDir, *, st
     """The spec's evaluations on a model in memory."""
     run = Run.from_state(compiled, state, run_dir, step)
     return run_evaluations(run, compiled.spec.eval)
+
+
+def selection_score(compiled: Compiled, state: TrainState, run_dir: RunDir, step: int, held: Any) -> float:
+    """The ``train.select`` score of a model on the held-out training examples (lower is better).
+
+    ``reconstruction_mse``: mean squared error of x against its reconstruction through q
+    and p. ``discriminator``: mean over factors of |accuracy - 0.5| of each discriminator
+    telling q-side from p-side tuples (0 when every discriminator is at chance). Labels are
+    never read.
+    """
+    criterion = compiled.spec.train.select
+    run = Run.from_state(compiled, state, run_dir, step)
+    x = {var: held.features[feature] for var, feature in compiled.spec.data.observe.items()}
+    cache: dict = {"test": (x, None)}
+    if criterion == "reconstruction_mse":
+        original, recon = _reconstruction(run, cache)
+        score = float(np.mean((original - recon) ** 2))
+    elif criterion == "discriminator":
+        accuracies = factor_divergences(run, cache)
+        score = float(np.mean([abs(a - 0.5) for a in accuracies.values()]))
+    else:
+        raise EvalError(f"train.select: unknown criterion {criterion!r}")
+    return score if np.isfinite(score) else float("inf")
 
 
 def quick_eval(compiled: Compiled, state: TrainState, run_dir: RunDir, step: int) -> dict[str, Any]:

@@ -90,6 +90,8 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "devices": train.devices,
         "on_nonfinite": train.on_nonfinite,
         "ema": train.ema,
+        **({"holdout": train.holdout} if train.holdout else {}),
+        **({"select": train.select} if train.select != "last" else {}),
     }
     if spec.eval:
         out["eval"] = list(spec.eval)

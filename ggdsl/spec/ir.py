@@ -148,6 +148,8 @@ class TrainSpec:
     devices: str | int = "auto"
     on_nonfinite: str = "stop"
     ema: float = 0.0
+    holdout: int = 0
+    select: str = "last"
 
 
 @dataclass(frozen=True)

@@ -480,6 +480,12 @@ class _Loader:
                 self.error("train.critic_optimizer", "expected a mapping with 'name' (an optax optimiser)")
                 critic = None
             values["critic_optimizer"] = freeze(dict(critic)) if critic is not None else None
+        if values.get("select") not in (None, "last") and not values.get("holdout"):
+            self.error(
+                "train.select",
+                f"selecting by {values['select']} needs held-out training examples: set train.holdout "
+                "(e.g. 1000), or use select: last",
+            )
         return TrainSpec(**{k: v for k, v in values.items() if v is not None})
 
     def _eval(self, raw: Any) -> tuple[str, ...]:

@@ -313,6 +313,9 @@ OBJECTIVE_KEYS: dict[str, Key] = {
     "discriminators": Key(lambda v: (v, None), default={}, doc="per-factor network overrides"),
 }
 
+#: ``train.select`` values: the latest checkpoint, or a label-free score on held-out training data.
+SELECT_CRITERIA: tuple[str, ...] = ("last", "reconstruction_mse", "discriminator")
+
 TRAIN_KEYS: dict[str, Key] = {
     "batch_size": Key(check_int(1, 1 << 20), default=50, doc="examples per step"),
     "steps": Key(check_int(0, 1 << 40), default=10000, doc="generator steps"),
@@ -340,6 +343,18 @@ TRAIN_KEYS: dict[str, Key] = {
         check_choice("stop", "skip"),
         default="stop",
         doc="a NaN/inf loss or parameter: `stop` training, or `skip` that step's update",
+    ),
+    "holdout": Key(
+        check_int(0, 1 << 40),
+        default=0,
+        doc="training examples kept out of training (a fixed random subset) for `select`; 0: none",
+    ),
+    "select": Key(
+        check_choice(*SELECT_CRITERIA),
+        default="last",
+        doc="the checkpoint `eval` and `load_run` use: `last`, or the best by a label-free score on the "
+        "`holdout` examples, computed at every checkpoint: `reconstruction_mse` (x against p(x | q(z | x)), "
+        "lowest) or `discriminator` (the factors' discriminators closest to chance, mean |accuracy - 0.5|)",
     ),
 }
 
