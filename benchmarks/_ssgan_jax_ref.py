@@ -66,7 +66,8 @@ class HandSSGAN(HandGMGAN):
         self.tx = optax.adam(**config)
         self.schedule = "resample"
         self.transition = transition
-        self.reconstruction = self.latent_reconstruction = self.r1 = 0.0
+        self.reconstruction = float(spec.objective.reconstruction)
+        self.latent_reconstruction = self.r1 = 0.0
 
     # -- parameters
     def init_state(self, seed: int) -> dict:
@@ -144,6 +145,20 @@ class HandSSGAN(HandGMGAN):
         q = {"frames": frames, "h": h_q, "v": v_q.reshape(steps, batch, -1)}
         p = {"frames": x_p, "h": h_p, "v": v_p}
         return q, p, new_gs
+
+    def g_terms(self, gp, gs, q, p):
+        """The reconstruction term: every frame from q's ``h`` and its ``v_t``, squared error
+        summed over frames and pixels, averaged over the videos (as ggdsl's objective)."""
+        total, new_gs = jnp.zeros(()), dict(gs)
+        if self.reconstruction:
+            v = q["v"]
+            inputs = {
+                name: jnp.tile(q["h"], (self.steps, 1)) if role == "content" else v.reshape(-1, v.shape[-1])
+                for name, role in self.nodes.generator.items()
+            }
+            x_rec, new_gs["gen"] = self.gen(gp["gen"], new_gs["gen"], inputs, True)
+            total = self.reconstruction * jnp.sum(jnp.square(x_rec - q["frames"])) / v.shape[1]
+        return total, new_gs
 
     def logits(self, dp, ds, values):
         """Per group, the logits of all copies: ``(T * B,)`` frame tuples, ``((T - 1) * B,)`` motion pairs."""

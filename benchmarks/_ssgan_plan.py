@@ -36,7 +36,8 @@ def ssgan_nodes(plan: ModelPlan) -> SSGANNodes:
         ValueError: The spec is not an SSGAN the references implement (content h, a residual
             transition chain v with a normal first step, frames x given h and v[t], mean-field
             q with a content and a frame extractor, the two local discriminators, one critic
-            step, no reconstruction, latent reconstruction or R1 terms, one Adam).
+            step, bce with or without the reconstruction term, no latent reconstruction or R1,
+            one Adam).
     """
     spec, analysis = plan.spec, plan.analysis
     model = spec.model
@@ -106,8 +107,8 @@ def _problem(plan: ModelPlan) -> str | None:
     if spec.objective.divergence != "local" or len(plan.discriminators) != 2:
         return "the two local discriminators"
     objective = spec.objective
-    if objective.reconstruction or objective.latent_reconstruction or objective.r1 or objective.loss != "bce":
-        return "bce only: no reconstruction, latent reconstruction or R1 terms"
+    if objective.latent_reconstruction or objective.r1 or objective.loss != "bce":
+        return "bce, with or without reconstruction: no latent reconstruction or R1 terms"
     if objective.spectral_norm or objective.instance_noise:
         return "no spectral norm, no instance noise"
     if spec.train.critic_steps != 1 or spec.train.optimizer.get("name") != "adam" or spec.train.critic_optimizer:

@@ -58,7 +58,8 @@ class TorchSSGAN(TorchGMGAN):
         self.g_opt = torch.optim.Adam(g_params, **adam)
         self.d_opt = torch.optim.Adam(self.d_params, **adam)
         self.schedule = "resample"
-        self.reconstruction = self.latent_reconstruction = self.r1 = 0.0
+        self.reconstruction = float(spec.objective.reconstruction)
+        self.latent_reconstruction = self.r1 = 0.0
         for module in (self.trans, self.gen, self.ext_v, self.ext_h, self.discs):
             module.train()
 
@@ -96,6 +97,18 @@ class TorchSSGAN(TorchGMGAN):
         }
         x_p = self.gen(inputs)
         return {"frames": frames, "h": h_q, "v": v_q}, {"frames": x_p, "h": h_p, "v": v_p}
+
+    def g_terms(self, q, p):
+        """The reconstruction term, as ``HandSSGAN.g_terms``."""
+        if not self.reconstruction:
+            return torch.zeros(())
+        v = q["v"]
+        inputs = {
+            name: q["h"].repeat(self.steps, 1) if role == "content" else v.reshape(-1, v.shape[-1])
+            for name, role in self.nodes.generator.items()
+        }
+        x_rec = self.gen(inputs)
+        return self.reconstruction * (x_rec - q["frames"]).square().sum() / v.shape[1]
 
     def logits(self, values):
         n, v = self.nodes, values["v"]
