@@ -363,6 +363,36 @@ def test_moving_digits() -> None:
         load_dataset("moving_digits", {"images": "digits"})
 
 
+def test_moving_digits_draws_new_trajectories_each_epoch() -> None:
+    from ggdsl.data.dataset import EPOCH_FEATURES, split_holdout
+
+    options = {"images": "digits", "canvas": 16, "steps": 3, "num_examples": 8, "seed": 1}
+
+    def walk(batches: Batches, n: int) -> list[dict]:
+        return [next(batches) for _ in range(n)]
+
+    data = load_dataset("moving_digits", options, "train")
+    epochs = walk(Batches(data, {"x": "video"}, 4, seed=0, labels="label"), 6)  # three epochs of two
+    seen = [{v.tobytes() for batch in epochs[2 * e : 2 * e + 2] for v in batch["x"]} for e in range(3)]
+    assert seen[0] == {v.tobytes() for v in data.features["video"]}  # epoch 0: the loaded videos
+    assert len(seen[1]) == len(seen[2]) == 8 and not seen[0] & seen[1] and not seen[1] & seen[2]
+    drawn = data.info[EPOCH_FEATURES](1)  # the labels travel with the videos drawn for an epoch
+    pairs = {(v.tobytes(), int(y)) for v, y in zip(drawn["video"], drawn["label"], strict=True)}
+    assert {(v.tobytes(), int(y)) for b in epochs[2:4] for v, y in zip(b["x"], b[LABELS_KEY], strict=True)} == pairs
+    # Deterministic per (seed, epoch): a fresh loader and iterator repeat them, and a resumed
+    # iterator continues mid-epoch with the same videos.
+    again = Batches(load_dataset("moving_digits", options, "train"), {"x": "video"}, 4, seed=0)
+    for batch in epochs[:3]:
+        np.testing.assert_array_equal(next(again)["x"], batch["x"])
+    resumed = Batches(data, {"x": "video"}, 4, seed=0, state=again.state())
+    for batch in epochs[3:]:
+        np.testing.assert_array_equal(next(resumed)["x"], batch["x"])
+    # The test split, and a subset held out of training, keep their videos.
+    assert EPOCH_FEATURES not in load_dataset("moving_digits", options, "test").info
+    rest, held = split_holdout(data, 2)
+    assert EPOCH_FEATURES not in rest.info and EPOCH_FEATURES not in held.info
+
+
 def test_tfds_without_package_or_data(tmp_path: Path) -> None:
     try:
         import tensorflow_datasets  # noqa: F401

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ggdsl.data.dataset import Dataset
+from ggdsl.data.dataset import EPOCH_FEATURES, Dataset
 from ggdsl.errors import DataError
 
 __all__ = ["LABELS_KEY", "Batches", "Prefetcher", "prefetch"]
@@ -85,6 +85,8 @@ class Batches(Iterator[dict[str, np.ndarray]]):
         self._position = 0
         self._order: np.ndarray | None = None
         self._order_epoch = -1
+        self._drawn: dict[str, np.ndarray] = {}
+        self._drawn_epoch = -1
         if state is not None:
             self.restore(state)
 
@@ -101,6 +103,16 @@ class Batches(Iterator[dict[str, np.ndarray]]):
             self._order_epoch = epoch
         return self._order
 
+    def features(self, epoch: int) -> dict[str, np.ndarray]:
+        """The examples of an epoch: the dataset's own, or, for a source that draws new
+        ones each epoch (``moving_digits``), its draw for ``epoch`` (epoch 0: the dataset's)."""
+        redraw = self.dataset.info.get(EPOCH_FEATURES)
+        if redraw is None or epoch == 0:
+            return self.dataset.features
+        if self._drawn_epoch != epoch:
+            self._drawn, self._drawn_epoch = redraw(epoch), epoch
+        return self._drawn
+
     def __iter__(self) -> Batches:
         return self
 
@@ -110,7 +122,7 @@ class Batches(Iterator[dict[str, np.ndarray]]):
             self._position = 0
         index = self.order(self._epoch)[self._position : self._position + self.batch_size]
         self._position += self.batch_size
-        features = self.dataset.features
+        features = self.features(self._epoch)
         batch = {variable: features[feature][index] for variable, feature in self.observe.items()}
         if self.labels is not None:
             batch[LABELS_KEY] = features[self.labels][index]

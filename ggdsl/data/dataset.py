@@ -21,6 +21,10 @@ import numpy as np
 
 from ggdsl.errors import DataError
 
+#: ``Dataset.info`` key of ``epoch -> features`` for a source that draws new examples each
+#: epoch (:class:`~ggdsl.data.batches.Batches` uses it for epochs after the first).
+EPOCH_FEATURES = "epoch_features"
+
 #: Feature names that hold pixels: converted to float32, resized and scaled to ``range``.
 PIXEL_FEATURES = {"image": 4, "video": 5}
 
@@ -69,7 +73,8 @@ class Dataset:
             split=split or self.split,
             features={k: v[indices] for k, v in self.features.items()},
             range=self.range,
-            info=self.info,
+            # A subset keeps its examples: new draws per epoch would not respect it.
+            info={k: v for k, v in self.info.items() if k != EPOCH_FEATURES},
         )
 
     def __repr__(self) -> str:

@@ -11,18 +11,19 @@ SHA-256 verified), ``fashion_mnist`` (Debian's ``dataset-fashion-mnist``, SHA-25
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.util
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ggdsl.data.dataset import Dataset, finalise
+from ggdsl.data.dataset import EPOCH_FEATURES, Dataset, finalise
 from ggdsl.data.idx import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
@@ -76,6 +77,13 @@ def load_dataset(source: str, options: Mapping[str, Any], split: str | None = No
     if getattr(raw, "origin", None):
         name = f"{source}:{raw.origin}"  # user files: every message names the file
     dataset = finalise(name, split, raw, range_=resolved["range"], resize=resolved["resize"])
+    redraw = getattr(raw, "redraw", None)
+    if redraw is not None:
+        # A source that draws new examples each epoch (moving_digits' trajectories).
+        def epoch_features(epoch: int) -> dict[str, np.ndarray]:
+            return finalise(name, split, redraw(epoch), range_=resolved["range"], resize=resolved["resize"]).features
+
+        dataset = dataclasses.replace(dataset, info={**dataset.info, EPOCH_FEATURES: epoch_features})
     labels = resolved.get("labels")
     if labels is not None and labels not in dataset.features:
         raise DataError(
@@ -432,6 +440,10 @@ def load_moving_digits(options: Mapping[str, Any], split: str) -> dict:
     pixels. Feature ``video``: float32 ``(N, steps, canvas, canvas, C)`` in ``range``;
     ``steps`` is required (the spec loader passes ``time.steps``). ``num_examples`` defaults
     to 2000 train / 500 test videos (about 0.5 GB at 64x64 and 16 frames).
+
+    Training draws new trajectories (and digits) every epoch: epoch ``e > 0`` uses
+    ``default_rng([seed, 0, e])`` (:class:`~ggdsl.data.batches.Batches` asks for them), so an
+    epoch's videos depend only on (seed, epoch) and a resumed run sees the same ones.
     """
     steps, canvas = options["steps"], options["canvas"]
     if steps is None:
@@ -448,7 +460,28 @@ def load_moving_digits(options: Mapping[str, Any], split: str) -> dict:
             f"moving_digits: canvas {canvas} is smaller than the {options['images']} images ({size_h}x{size_w})"
         )
     n = options["num_examples"] or (2000 if split == "train" else 500)
-    rng = np.random.default_rng([options["seed"], _SPLITS.index(split)])
+
+    def draw(*epoch: int) -> dict:
+        rng = np.random.default_rng([options["seed"], _SPLITS.index(split), *epoch])
+        return _moving_digit_videos(images, labels, options, rng, n)
+
+    if split != "train":
+        return draw()
+    # Training videos: epoch 0 as above, epoch e > 0 from rng [seed, 0, e] (see Batches).
+    return _Redrawn(draw(), redraw=draw)
+
+
+class _Redrawn(dict):
+    """A loader's features plus ``redraw(epoch)``: the same features drawn anew for an epoch."""
+
+    def __init__(self, features: Mapping[str, Any], redraw: Callable[[int], Mapping[str, Any]]):
+        super().__init__(features)
+        self.redraw = redraw
+
+
+def _moving_digit_videos(images: np.ndarray, labels: np.ndarray, options: Mapping[str, Any], rng, n: int) -> dict:
+    steps, canvas = options["steps"], options["canvas"]
+    size_h, size_w = images.shape[1:3]
     index = rng.integers(0, len(images), size=n)
     theta = rng.uniform(0.0, 2.0 * np.pi, size=n)
     limits = np.array([canvas - size_h, canvas - size_w], np.float64)
