@@ -418,7 +418,7 @@ class RunDir:
             score = self.read_checkpoint_extra(step).get(SELECT_METRIC)
             if score is None:
                 continue
-            score = float(score) if np.isfinite(score) else _WORST
+            score = float(score)  # written finite by save_checkpoint
             if best is None or score <= best[0]:
                 best = (score, step)
         return best[1] if best is not None else self.latest_step()
@@ -448,9 +448,10 @@ class RunDir:
             state: A pytree of JAX/numpy arrays and Python scalars (typed PRNG keys work).
             extra: A JSON-serialisable dict saved beside the arrays.
             max_to_keep: How many checkpoints to keep.
-            score: A selection score (lower is better; ``train.select``). With a score,
-                the best-scored checkpoint is kept as well as the ``max_to_keep`` newest,
-                and :meth:`selected_step` can find it.
+            score: A selection score (lower is better; ``train.select``), stored in
+                ``extra`` under ``"select"`` and as the checkpoint's orbax metric. With a
+                score, the best-scored checkpoint is kept as well as the ``max_to_keep``
+                newest, and :meth:`selected_step` can find it.
 
         Returns:
             True when written; False when ``step`` already has a checkpoint (it is kept as
@@ -466,6 +467,10 @@ class RunDir:
             raise TrainError(f"max_to_keep must be at least 1 (or None), got {max_to_keep}")
         if step in self.checkpoint_steps():
             return False
+        metrics = None
+        if score is not None:
+            metrics = {SELECT_METRIC: float(score) if np.isfinite(score) else _WORST}
+            extra = {**(extra or {}), **metrics}  # selected_step and Run read it from here
         try:
             extra_json = json.loads(to_json(extra or {}))
         except (TypeError, ValueError) as error:
@@ -479,9 +484,6 @@ class RunDir:
             }
         )
         try:
-            metrics = None
-            if score is not None:
-                metrics = {SELECT_METRIC: float(score) if np.isfinite(score) else _WORST}
             with self._manager(max_to_keep=max_to_keep, writing=True, keep_best=score is not None) as manager:
                 saved = manager.save(step, args=args, force=True, metrics=metrics)
         except Exception as error:

@@ -398,7 +398,6 @@ def _train(
                 "model_hash": hash_,
                 "model": model,
                 "skipped": total_skipped,
-                **({"select": score} if score is not None else {}),
             },
             score=score,
         )
