@@ -67,7 +67,14 @@ EVAL_DOCS: dict[str, str] = {
     "factor_divergences": "`factor_accuracy/<factor>`: each discriminator's accuracy telling q-side from "
     "p-side tuples on test data (0.5: the factor is matched)",
     "video_reconstruction": "per-frame reconstruction error of a video, and `figures/video_reconstruction.png`",
-    "motion_analogy": "motion inferred from one video, content from another (not available yet)",
+    "component_purity": "which class each mixture component of p draws, read by a logistic regression fitted "
+    "on the labelled training split: `component_purity` (mean share of each component's main class), "
+    "`component_classes`, `component_classes_covered`, `component_recovery` (share of p's samples q assigns "
+    "back to their component) and `component_classifier_accuracy`",
+    "motion_analogy": "content (`h`) inferred from one test video, motion (`v`) from another, "
+    "`figures/motion_analogy.png`; on `moving_digits` with labels, the share of analogies a digit "
+    "classifier reads as the content video's digit (`motion_analogy_content_accuracy`), as the motion "
+    "video's (`motion_analogy_motion_accuracy`), and the classifier's accuracy on real test videos",
 }
 
 #: The keys of ``time:`` (checked by the loader itself).

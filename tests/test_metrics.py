@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from ggdsl.errors import EvalError
 from ggdsl.evaluate.metrics import (
     cluster_usage,
+    component_purity,
     contingency,
     hungarian_accuracy,
     kmeans_accuracy,
@@ -111,3 +112,47 @@ def test_baselines_on_separated_blobs():
     assert scores == {"hungarian": 1.0, "majority": 1.0}
     with pytest.raises(EvalError, match="shape"):
         kmeans_accuracy(x[:10], labels, k=3)
+
+
+def test_component_purity_exact():
+    # component 0 draws 3,3,3,1 and q sends one of them to component 1; component 1 draws
+    # only 2s, all recovered; component 2 draws 2s too, so two classes are covered
+    read = [[3, 3, 3, 1], [2, 2, 2, 2], [2, 2, 0, 0]]
+    recovered = [[0, 0, 1, 0], [1, 1, 1, 1], [2, 2, 2, 0]]
+    out = component_purity(read, recovered)
+    assert out == {
+        "component_purity": pytest.approx((0.75 + 1.0 + 0.5) / 3),
+        "component_classes": [3, 2, 0],
+        "component_classes_covered": 3,
+        "component_recovery": pytest.approx(10 / 12),
+    }
+    with pytest.raises(EvalError, match="one shape"):
+        component_purity([[1, 2]], [[1, 2, 3]])
+    with pytest.raises(EvalError, match="one shape"):
+        component_purity([1, 2], [1, 2])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 6).flatmap(
+        lambda k: st.tuples(
+            st.lists(st.lists(st.integers(0, 9), min_size=5, max_size=5), min_size=k, max_size=k),
+            st.lists(st.lists(st.integers(0, k - 1), min_size=5, max_size=5), min_size=k, max_size=k),
+        )
+    )
+)
+def test_component_purity_properties(pair):
+    read, recovered = (np.array(a) for a in pair)
+    out = component_purity(read, recovered)
+    k = read.shape[0]
+    assert 1 / 5 <= out["component_purity"] <= 1.0
+    assert 1 <= out["component_classes_covered"] <= k
+    assert 0.0 <= out["component_recovery"] <= 1.0
+    # a relabelling of the classes changes nothing but the names of the main classes
+    perm = np.random.default_rng(0).permutation(10)
+    renamed = component_purity(perm[read], recovered)
+    assert renamed["component_purity"] == out["component_purity"]
+    assert renamed["component_recovery"] == out["component_recovery"]
+    # every sample drawn as class c_k and recovered: purity and recovery are 1
+    ideal = component_purity(np.repeat(np.arange(k)[:, None], 5, 1), np.repeat(np.arange(k)[:, None], 5, 1))
+    assert (ideal["component_purity"], ideal["component_recovery"], ideal["component_classes_covered"]) == (1.0, 1.0, k)

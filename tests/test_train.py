@@ -342,6 +342,18 @@ def test_load_run_sample_and_infer(toy_run):
         run.infer(np.zeros((3, 2, 1), np.float32))
 
 
+def test_component_purity_on_the_trained_toy(toy_run):
+    """On the 4 separated blobs, each component draws one blob, all 4 are drawn, q recovers them."""
+    from ggdsl.evaluate.run_eval import run_evaluations
+
+    result, _ = toy_run
+    run = load_run(result.run_dir)
+    out = run_evaluations(run, ["component_purity"])
+    assert out["component_classifier_accuracy"] > 0.99
+    assert out["component_purity"] > 0.95 and out["component_recovery"] > 0.95, out
+    assert sorted(out["component_classes"]) == [0, 1, 2, 3] and out["component_classes_covered"] == 4
+
+
 def test_cli_eval_writes_eval_json(toy_run, capsys):
     result, _ = toy_run
     run_dir = RunDir(result.run_dir)

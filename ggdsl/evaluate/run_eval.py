@@ -216,6 +216,56 @@ def tsne(run: Run, cache: dict) -> dict[str, Any]:
     return {"tsne_figure": out.name}
 
 
+#: Samples drawn per component by ``component_purity``, and training examples its classifier reads.
+PURITY_SAMPLES = 200
+PURITY_TRAIN_EXAMPLES = 10_000
+
+
+@register_evaluation("component_purity")
+def component_purity(run: Run, cache: dict) -> dict[str, Any]:
+    """Which class each mixture component of p draws, and whether q recovers the component.
+
+    A logistic regression fitted on the training split (its first
+    ``PURITY_TRAIN_EXAMPLES`` examples, with their labels) reads ``PURITY_SAMPLES``
+    samples of each component (the component fixed, everything else drawn from p), and q
+    infers the component back from them (:func:`ggdsl.evaluate.metrics.component_purity`).
+    Labels are used only to score. Next to ``clustering_accuracy`` this tells where a
+    clustering falls short: in p (impure components, classes no component draws) or in
+    q (it recovers p's components from p's samples but not from real data).
+    ``component_classifier_accuracy`` is the classifier's own accuracy on the test split.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from ggdsl.evaluate.metrics import component_purity as score
+    from ggdsl.train import open_dataset
+
+    k = cluster_latent(run)
+    name = run.spec.observed[0]
+    label_key = run.spec.data.get("labels")
+    if k is None or run.spec.model[k].given or not label_key or run.spec.model[name].steps:
+        raise EvalError(
+            "component_purity needs a root categorical latent, one observed variable per example and `data.labels`"
+        )
+    train = open_dataset(run.spec, "train")
+    feature = run.spec.data.observe[name]
+    n = min(train.num_examples, PURITY_TRAIN_EXAMPLES)
+    x_train = np.asarray(train.features[feature][:n], np.float32).reshape(n, -1)
+    classifier = LogisticRegression(max_iter=300).fit(x_train, train.features[label_key][:n])
+    x_test, labels = _test_data(run, cache)
+    flat_test = np.asarray(x_test[name], np.float32).reshape(len(labels), -1)
+    classes = int(run.spec.model[k].get("classes"))
+    read, recovered = [], []
+    for component in range(classes):
+        onehot = np.zeros((PURITY_SAMPLES, classes), np.float32)
+        onehot[:, component] = 1.0
+        drawn = run.generate({k: onehot}, key=component)[name]
+        read.append(classifier.predict(drawn.reshape(PURITY_SAMPLES, -1)))
+        recovered.append(run.infer({name: drawn}, key=component)[f"{k}_probs"].argmax(-1))
+    return score(np.stack(read), np.stack(recovered)) | {
+        "component_classifier_accuracy": float(classifier.score(flat_test, labels))
+    }
+
+
 @register_evaluation("factor_divergences")
 def factor_divergences(run: Run, cache: dict) -> dict[str, Any]:
     """Each discriminator's accuracy telling q-side from p-side tuples on test data."""

@@ -365,6 +365,7 @@ EVAL_NAMES: tuple[str, ...] = (
     "interpolation",
     "tsne",
     "factor_divergences",
+    "component_purity",
     "video_reconstruction",
     "motion_analogy",
 )
