@@ -103,11 +103,16 @@ def reference(tmp_path_factory) -> Path:
 # ----------------------------------------------------------------------------- SIGKILL
 
 
+#: Kills per run of the test (each a fresh process: import, compile, train, resume); a
+#: different random point each time unless GGDSL_KILL_SEED fixes them.
+KILL_TRIALS = 2
+
+
 def test_sigkill_at_random_points_leaves_a_resumable_run(reference, tmp_path):
     """SIGKILL anywhere after the first checkpoint; --resume gives the uninterrupted result."""
     rng = random.Random(int(os.environ.get("GGDSL_KILL_SEED", "0")) or None)
     landed_mid_run = 0
-    for trial in range(3):
+    for trial in range(KILL_TRIALS):
         out = tmp_path / f"trial{trial}"
         process = _cli(out)
 
@@ -130,7 +135,7 @@ def test_sigkill_at_random_points_leaves_a_resumable_run(reference, tmp_path):
         if trial == 0:  # a second resume of a finished run changes nothing
             _resume(run_dir)
             _assert_same_state(reference, run_dir)
-    print(f"{landed_mid_run} of 3 kills landed while training ran")
+    print(f"{landed_mid_run} of {KILL_TRIALS} kills landed while training ran")
 
 
 def test_truncate_metrics_drops_later_records_and_a_cut_line(tmp_path):
@@ -532,7 +537,7 @@ def yaml_documents(draw) -> str:
     return text + "\n"
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(yaml_documents())
 def test_random_yaml_text_only_raises_ggdsl_error(text):
     try:
