@@ -354,6 +354,24 @@ def test_component_purity_on_the_trained_toy(toy_run):
     assert sorted(out["component_classes"]) == [0, 1, 2, 3] and out["component_classes_covered"] == 4
 
 
+def test_component_purity_names_non_finite_components(toy_run, monkeypatch):
+    from ggdsl.evaluate.run_eval import run_evaluations
+
+    result, _ = toy_run
+    run = load_run(result.run_dir)
+    real_generate = run.generate
+
+    def generate(fixed, key=0):
+        out = real_generate(fixed, key)
+        out["x"] = np.where(fixed["k"][:, 2:3] == 1, np.nan, out["x"])
+        return out
+
+    monkeypatch.setattr(run, "generate", generate)
+    out = run_evaluations(run, ["component_purity"])
+    assert out["component_purity_skipped"] == "p's samples of component(s) [2] are not finite"
+    assert "component_purity" not in out
+
+
 def test_cli_eval_writes_eval_json(toy_run, capsys):
     result, _ = toy_run
     run_dir = RunDir(result.run_dir)
