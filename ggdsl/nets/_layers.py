@@ -374,6 +374,10 @@ def _flatten_shape(layer: Layer, shape: Shape) -> Shape:
     return (_size(shape),)
 
 
+def _minibatch_std_shape(layer: Layer, shape: Shape) -> Shape:
+    return (*shape[:-1], shape[-1] + 1)
+
+
 def _crop_shape(layer: Layer, shape: Shape) -> Shape:
     if len(shape) not in (3, 4):
         raise ValueError(f"crop expects an image or a video, got shape {shape}")
@@ -435,6 +439,12 @@ register_layer_kind("reshape", value=int_list(), out_shape=_reshape_shape, doc="
 register_layer_kind("flatten", value=null_or_true, out_shape=_flatten_shape, doc="flatten to a vector")
 register_layer_kind("crop", value=int_list(2), out_shape=_crop_shape, doc="centre-crop the spatial axes to [h, w]")
 register_layer_kind("dropout", value=rate, doc="dropout with the given rate (training only)")
+register_layer_kind(
+    "minibatch_std",
+    value=null_or_true,
+    out_shape=_minibatch_std_shape,
+    doc="append the batch's mean feature std as one more channel (lets a discriminator see low sample variety)",
+)
 
 
 # ----------------------------------------------------------------------------- public shapes

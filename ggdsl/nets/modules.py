@@ -210,6 +210,25 @@ class Dropout(nnx.Module):
         return self.dropout(x, deterministic=not train)
 
 
+class MinibatchStd(nnx.Module):
+    """Minibatch standard deviation (Karras et al., 2018): one more channel, the same for
+    every example, holding the std over the batch averaged over all features and positions.
+
+    A discriminator with it can tell a batch of samples that vary less than real data do
+    (a generator that draws a narrow part of each class), which a per-example
+    discriminator cannot see.
+    """
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        spread = jnp.mean(jnp.sqrt(jnp.var(x, axis=0) + 1e-8))
+        return jnp.concatenate([x, jnp.broadcast_to(spread, (*x.shape[:-1], 1)).astype(x.dtype)], axis=-1)
+
+
+@register_layer_builder("minibatch_std")
+def _build_minibatch_std(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_impl):
+    return MinibatchStd()
+
+
 @register_layer_builder("dense")
 def _build_dense(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_impl):
     return Dense(math.prod(in_shape), int(layer.value), rngs=rngs, spectral=layer_option(layer, "norm") == "spectral")
