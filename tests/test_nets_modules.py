@@ -185,3 +185,25 @@ def test_layer_norm_counts():
     net = Network(layers, inputs, rngs=nnx.Rngs(0))
     assert _call(net, _batch(inputs), train=True).shape == (4, 4 * 4 * 8)
     assert param_count(net) == plan_param_count(network_plan(layers, inputs), inputs)
+
+
+def test_minibatch_std_appends_the_batch_spread():
+    layers = [Layer("conv", 4, FrozenDict(kernel=3, stride=2)), Layer("minibatch_std", None), Layer("flatten", None)]
+    inputs = {"x": (8, 8, 1)}
+    net = Network(layers, inputs, rngs=nnx.Rngs(0))
+    assert param_count(net) == plan_param_count(network_plan(layers, inputs), inputs) == 3 * 3 * 4 + 4
+    x = _batch(inputs, batch=6)
+    out = np.asarray(_call(net, x)).reshape(6, 4, 4, 5)
+    features = np.asarray(net.branches[0][0].op(x["x"]))
+    expected = np.mean(np.sqrt(np.var(features, axis=0) + 1e-8))
+    np.testing.assert_allclose(out[..., 4], expected, rtol=1e-5)  # one value, every example and position
+    np.testing.assert_allclose(out[..., :4], features, rtol=1e-5, atol=1e-6)  # the features pass unchanged
+    same = {"x": jnp.broadcast_to(x["x"][:1], x["x"].shape)}
+    np.testing.assert_allclose(np.asarray(_call(net, same)).reshape(6, 4, 4, 5)[..., 4], 1e-4, rtol=1e-3)  # no spread
+
+
+def test_minibatch_std_on_vectors_adds_one_feature():
+    layers = [Layer("dense", 5), Layer("minibatch_std", None), Layer("dense", 1)]
+    net = Network(layers, {"h": (3,)}, rngs=nnx.Rngs(0))
+    assert param_count(net) == (3 * 5 + 5) + (6 * 1 + 1)
+    assert _call(net, _batch({"h": (3,)})).shape == (4, 1)
