@@ -39,7 +39,7 @@ def run(tmp_path_factory) -> Run:
             "train.batch_size=4",
             "train.steps=3",
             "train.log_every=1",
-            "train.eval_every=1000",
+            "train.eval_every=2",  # one evaluation during training, at step 2
             "train.checkpoint_every=3",
         ],
     )
@@ -54,6 +54,23 @@ def evaluated(run: Run) -> tuple[dict, dict]:
     for name in ("video_reconstruction", "samples", "motion_analogy"):
         results.update(run_eval.EVALUATIONS[name](run, cache))
     return results, cache
+
+
+def test_training_logs_video_evaluations(run: Run) -> None:
+    """Every ``eval_every`` steps the video evaluations of the spec's list reach metrics.jsonl."""
+    records = [r for r in run.dir.read_metrics() if any(k.startswith("eval/") for k in r)]
+    assert [r["step"] for r in records] == [2]
+    assert set(records[0]) == {
+        "step",
+        "eval/video_reconstruction_mse",
+        "eval/motion_analogy_pairs",
+        "eval/motion_analogy_content_accuracy",
+        "eval/motion_analogy_motion_accuracy",
+        "eval/motion_analogy_classifier_accuracy",
+    }
+    assert 0.0 < records[0]["eval/video_reconstruction_mse"] < 1.0
+    assert records[0]["eval/motion_analogy_pairs"] == VIDEOS // 2
+    assert 0.0 <= records[0]["eval/motion_analogy_content_accuracy"] <= 1.0
 
 
 def _pixels(path) -> np.ndarray:

@@ -402,9 +402,15 @@ def selection_score(compiled: Compiled, state: TrainState, run_dir: RunDir, step
     return score if np.isfinite(score) else float("inf")
 
 
+#: Evaluations cheap enough to run every ``train.eval_every`` steps (when the spec lists them).
+QUICK_EVALUATIONS = ("clustering_accuracy", "reconstruction_mse", "video_reconstruction", "motion_analogy", "samples")
+
+
 def quick_eval(compiled: Compiled, state: TrainState, run_dir: RunDir, step: int) -> dict[str, Any]:
-    """Cheap evaluations during training: clustering accuracy, reconstruction error, a sample grid."""
-    names = [n for n in ("clustering_accuracy", "reconstruction_mse", "samples") if n in compiled.spec.eval]
+    """Evaluations during training, those of the spec's ``eval`` list among
+    :data:`QUICK_EVALUATIONS`: clustering accuracy, reconstruction error (images or videos),
+    motion analogies and a sample grid. Their numbers go to ``metrics.jsonl`` as ``eval/...``."""
+    names = [n for n in QUICK_EVALUATIONS if n in compiled.spec.eval]
     run = Run.from_state(compiled, state, run_dir, step)
     results = run_evaluations(run, names)
     return {k: v for k, v in results.items() if isinstance(v, (int, float)) and k != "step"}
