@@ -28,7 +28,7 @@ from ggdsl.nets.shapes import (
 from ggdsl.spec.frozen import FrozenDict
 from ggdsl.spec.ir import Layer
 
-KNOWN = "conv, conv3d, crop, deconv, dense, dropout, flatten, reshape"
+KNOWN = "conv, conv3d, crop, deconv, dense, dropout, flatten, minibatch_std, reshape"
 
 
 def test_importing_shapes_does_not_import_jax():
@@ -95,7 +95,11 @@ json_like = st.recursive(
     max_leaves=12,
 )
 layer_like = st.fixed_dictionaries(
-    {st.sampled_from(["dense", "conv", "deconv", "conv3d", "reshape", "crop", "dropout", "flatten"]): json_like},
+    {
+        st.sampled_from(
+            ["dense", "conv", "deconv", "conv3d", "reshape", "crop", "dropout", "flatten", "minibatch_std"]
+        ): json_like
+    },
     optional={
         "kernel": json_like,
         "stride": json_like,
