@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from ggdsl.errors import GGDSLError
 from ggdsl.evaluate import run_eval
 from ggdsl.objective import reconstruct, sample_p, sample_q, split_observed
 from ggdsl.run import Run, load_run
@@ -53,7 +54,12 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=256, help="test examples to reconstruct")
     parser.add_argument("--passes", type=int, default=60)
     args = parser.parse_args()
-    run = load_run(args.run, args.step)
+    if args.videos < 2 or args.passes < 1:
+        parser.error(f"--videos must be at least 2 and --passes at least 1 (got {args.videos} and {args.passes})")
+    try:
+        run = load_run(args.run, args.step)
+    except GGDSLError as error:
+        parser.exit(1, f"{parser.prog}: {error}\n")
     x, _ = run_eval._test_data(run, {})
     test = {name: value[: args.videos] for name, value in x.items()}
     half = {name: value[: args.videos // 2] for name, value in test.items()}
