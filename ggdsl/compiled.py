@@ -65,9 +65,18 @@ def make_optimizer(config: Mapping[str, Any], where: str = "train.optimizer") ->
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise BuildError(f"{where}.name: optax has no optimiser '{name}'{hint}")
     try:
-        return factory(**config)
+        tx = factory(**config)
     except TypeError as error:
         raise BuildError(f"{where}: optax.{name} rejects these arguments: {error}") from None
+    # A wrongly typed argument (a learning rate given as a word) fails only at the first
+    # update, deep inside the step: try one on a stand-in parameter now.
+    params = {"w": jnp.zeros((2,), jnp.float32)}
+    try:
+        jax.eval_shape(lambda p: tx.update(p, tx.init(p), p), params)
+    except (TypeError, ValueError) as error:
+        given = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        raise BuildError(f"{where}: optax.{name}({given}) cannot update parameters: {error}") from None
+    return tx
 
 
 @dataclass

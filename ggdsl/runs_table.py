@@ -28,6 +28,7 @@ import yaml
 
 from ggdsl.errors import EvalError
 from ggdsl.runs import RunDir
+from ggdsl.spec.yamltree import load_value
 from ggdsl.tensorboard_log import writer_process
 
 PathLike = str | os.PathLike[str]
@@ -65,7 +66,7 @@ class RunSummary:
 def _read_spec(run: RunDir) -> tuple[str | None, int | None]:
     """The spec's name and ``train.steps``, read as plain YAML (no defaults, no checks)."""
     try:
-        data = yaml.safe_load(run.spec_path.read_text(encoding="utf-8"))
+        data = load_value(run.spec_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise EvalError(f"{run.spec_path}: cannot be read ({error})") from None
     if not isinstance(data, dict):

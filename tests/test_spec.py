@@ -238,6 +238,29 @@ def test_overrides():
         load_spec(GMGAN, overrides=["train.steps"])
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("6e-4", 6e-4), ("1E5", 1e5), ("-2.5e+3", -2500.0), (".5e2", 50.0), ("2.0e-4", 2e-4), ("10", 10)],
+)
+def test_exponent_floats_are_numbers_in_files_and_overrides(text, value):
+    # PyYAML alone reads 6e-4 (no dot) as a string; specs read it as YAML 1.2 does.
+    spec = load_spec(GMGAN, overrides=[f"train.optimizer.learning_rate={text}"])
+    assert spec.train.optimizer["learning_rate"] == value
+    assert type(spec.train.optimizer["learning_rate"]) is type(value)
+    in_file = load_spec(GMGAN.replace("learning_rate: 2.0e-4", f"learning_rate: {text}"))
+    assert in_file.train.optimizer["learning_rate"] == value
+    assert load_spec(GMGAN, overrides=["name=6e-4x"]).name == "6e-4x"  # not a number: stays text
+
+
+def test_a_word_for_an_optimiser_number_is_a_build_error_before_training():
+    from ggdsl.compiled import compile_spec
+    from ggdsl.errors import BuildError
+
+    spec = load_spec(GMGAN, overrides=["train.optimizer.learning_rate=fast"])
+    with pytest.raises(BuildError, match=r"train.optimizer: optax.adam\(.*learning_rate='fast'.*\) cannot update"):
+        compile_spec(spec)
+
+
 def test_factor_names_in_weights_are_checked():
     text = GMGAN.replace("weights: uniform", "weights: {x|h: 2.0, nope: 1.0}")
     errors = _errors(text)

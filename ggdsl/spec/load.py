@@ -50,7 +50,7 @@ from ggdsl.spec.schema import (
     check_float,
     check_int,
 )
-from ggdsl.spec.yamltree import join, parse_yaml
+from ggdsl.spec.yamltree import join, load_value, parse_yaml
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RANGES = ((0.0, 1.0), (-1.0, 1.0))
@@ -569,7 +569,7 @@ def apply_overrides(raw: Any, overrides: Iterable[str], *, file: str = "<command
             problems.append(Problem(file, None, item, "expected key.path=value, e.g. train.steps=500"))
             continue
         try:
-            value = yaml.safe_load(text)
+            value = load_value(text)
         except yaml.YAMLError as error:
             problems.append(Problem(file, None, key, f"bad value {text!r}: {error}"))
             continue

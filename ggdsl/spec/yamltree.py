@@ -6,6 +6,7 @@ as ``model.h.given[0]``, the 1-based line it came from, so errors can point at i
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -16,6 +17,23 @@ MAX_DEPTH = 64
 MAX_NODES = 200_000
 
 
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading exponent floats without a dot (``6e-4``, ``1E5``) as
+    numbers, as YAML 1.2 and every other YAML library do, not as strings."""
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_value(text: str) -> Any:
+    """One YAML value (a ``--set`` override, a stored spec) read as spec files are read."""
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def join(path: str, key: Any) -> str:
     """``join("model", "h") == "model.h"``; ``join("model.h.given", 0) == "model.h.given[0]"``."""
     if isinstance(key, int):
@@ -24,7 +42,7 @@ def join(path: str, key: Any) -> str:
 
 
 class _Walker:
-    def __init__(self, loader: yaml.SafeLoader, file: str):
+    def __init__(self, loader: SpecLoader, file: str):
         self.loader = loader
         self.file = file
         self.lines: dict[str, int] = {}
@@ -77,7 +95,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict[str, int], list[Problem]
     A syntax error raises :class:`SpecError` at once, with the line YAML reports.
     """
     try:
-        loader = yaml.SafeLoader(text)
+        loader = SpecLoader(text)
     except yaml.YAMLError as error:  # e.g. control characters, caught by the reader up front
         raise SpecError([Problem(file, None, "", f"YAML: {error}")]) from None
     try:
