@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ggdsl.errors import GGDSLError
 from ggdsl.factorize import Analysis, analyze
 from ggdsl.plan import ModelPlan, plan_model
+from ggdsl.spec.frozen import thaw
 from ggdsl.spec.ir import Spec, Variable
 
 
@@ -54,6 +56,13 @@ def _prior(var: Variable, parents: str) -> str:
     return f"{var.type}({parents})"
 
 
+def _recovery(spec: Spec, latent: str) -> str:
+    """The latent reconstruction term of one spec latent, in words."""
+    if spec.model[latent].type == "categorical":
+        return f"-log q({latent} | ...)"
+    return f"|{latent} - E(x)|^2"
+
+
 def _net_label(plan: ModelPlan, role: str, key: str | None) -> str:
     if key is None:
         return ""
@@ -81,7 +90,8 @@ def explain_dict(spec: Spec) -> dict[str, Any]:
             "divergence": spec.objective.divergence,
             "loss": spec.objective.loss,
             "reconstruction": spec.objective.reconstruction,
-            "latent_reconstruction": spec.objective.latent_reconstruction,
+            "latent_reconstruction": thaw(spec.objective.latent_reconstruction),
+            "code_likelihood": spec.objective.code_likelihood,
             "r1": spec.objective.r1,
             "spectral_norm": spec.objective.spectral_norm,
             "instance_noise": spec.objective.instance_noise,
@@ -175,11 +185,14 @@ def explain(spec: Spec) -> str:
     )
     if spec.objective.reconstruction:
         lines.append(f"    + {spec.objective.reconstruction:g} * E_q |x - G(E(x))|^2")
-    if spec.objective.latent_reconstruction:
-        lines.append(
-            f"    + {spec.objective.latent_reconstruction:g} * E_p [ |z - E(x)|^2 for continuous z,"
-            " -log q(z | ...) for categorical z ]"
-        )
+    latent = spec.objective.latent_reconstruction
+    if isinstance(latent, Mapping) and any(latent.values()):
+        terms = " + ".join(f"{w:g} * {_recovery(spec, z)}" for z, w in latent.items() if w)
+        lines.append(f"    + E_p [ {terms} ]  (latent reconstruction)")
+    elif latent and not isinstance(latent, Mapping):
+        lines.append(f"    + {latent:g} * E_p [ |z - E(x)|^2 for continuous z, -log q(z | ...) for categorical z ]")
+    if spec.objective.code_likelihood:
+        lines.append(f"    + {spec.objective.code_likelihood:g} * E_q [ -log p(h) at h = E(x) ] (closed-form p(h))")
     if spec.objective.r1:
         lines.append(f"  discriminators also pay R1: + {spec.objective.r1:g}/2 * E_q |grad_A D_A(A)|^2 per factor")
     if spec.objective.spectral_norm:

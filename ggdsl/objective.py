@@ -37,18 +37,24 @@ class Settings:
     latent_reconstruction: float = 0.0
     r1: float = 0.0
     instance_noise: float = 0.0
+    code_likelihood: float = 0.0
+    latent_weights: tuple[tuple[str, float], ...] | None = None  # per spec latent; None: all of them
     stack_steps: bool = True  # copies of a template in one call / a scan; False: one call per node
 
 
 def settings_of(plan: ModelPlan) -> Settings:
     spec = plan.spec
+    latent = spec.objective.latent_reconstruction
+    per_latent = isinstance(latent, Mapping)
     return Settings(
         spec.inference.discrete,
         float(spec.inference.temperature),
         float(spec.objective.reconstruction),
-        float(spec.objective.latent_reconstruction),
+        (1.0 if any(latent.values()) else 0.0) if per_latent else float(latent),
         float(spec.objective.r1),
+        latent_weights=tuple(sorted((k, float(v)) for k, v in latent.items())) if per_latent else None,
         instance_noise=float(spec.objective.instance_noise),
+        code_likelihood=float(spec.objective.code_likelihood),
     )
 
 
@@ -264,8 +270,14 @@ def split_observed(plan: ModelPlan, batch: Mapping[str, jax.Array]) -> Values:
     return values
 
 
-def exact_logits(gen: Generative, plan: ModelPlan, latent: str, values: Values, *, train: bool) -> jax.Array:
-    """log q(k | h) up to a constant: log pi_k - |h - mu_k|^2 / (2 std^2)."""
+def exact_logits(
+    gen: Generative, plan: ModelPlan, latent: str, values: Values, *, train: bool, fixed_means: bool = False
+) -> jax.Array:
+    """log q(k | h) up to a constant: log pi_k - |h - mu_k|^2 / (2 std^2).
+
+    ``fixed_means`` stops the gradient at the component means (they then move only with
+    the terms that shape p).
+    """
     var = plan.spec.model[plan.analysis.templates[latent]]
     classes = int(var.get("classes"))
     child = plan.analysis.q_parents[latent][0]
@@ -273,6 +285,8 @@ def exact_logits(gen: Generative, plan: ModelPlan, latent: str, values: Values, 
     net_spec = plan.generators[plan.generator_of[child]]
     (input_name,) = net_spec.inputs
     means = gen.generators[module_key(plan.generator_of[child])]({input_name: jnp.eye(classes)}, train=False)
+    if fixed_means:
+        means = jax.lax.stop_gradient(means)
     std = _std(gen, child_var, std_key)
     h = values[child]
     diff = (h[:, None] - means[None]) / std
@@ -394,7 +408,8 @@ def latent_reconstruction(
 
     Squared error summed over a continuous latent's dimensions; for a categorical, the
     cross-entropy of q's posterior against p's draw. Averaged over the batch, summed over
-    latents.
+    latents, each weighted by ``settings.latent_weights`` where the spec gives weights
+    per latent (a latent of weight 0 is left out).
     """
     observed = {n: p_values[n] for n in plan.analysis.observed}
     recovered, probs, _ = sample_q(
@@ -402,12 +417,72 @@ def latent_reconstruction(
     )
     batch = next(iter(observed.values())).shape[0]
     total = jnp.zeros(())
+    weights = dict(settings.latent_weights) if settings.latent_weights is not None else None
     for latent in plan.analysis.latent:
+        weight = 1.0 if weights is None else weights.get(plan.analysis.templates[latent], 0.0)
+        if not weight:
+            continue
         if latent in probs:
-            total = total - jnp.mean(jnp.sum(p_values[latent] * jnp.log(probs[latent] + 1e-8), axis=-1))
+            err = -jnp.mean(jnp.sum(p_values[latent] * jnp.log(probs[latent] + 1e-8), axis=-1))
         else:
             diff = (recovered[latent] - p_values[latent]).reshape(batch, -1)
-            total = total + jnp.mean(jnp.sum(diff**2, axis=-1))
+            err = jnp.mean(jnp.sum(diff**2, axis=-1))
+        total = total + (err if weight == 1.0 else weight * err)
+    return total
+
+
+def balanced_assignment(log_joint: jax.Array, prior: jax.Array, iterations: int = 20) -> jax.Array:
+    """Soft assignments of a batch to components whose batch totals follow ``prior``.
+
+    ``log_joint`` is (batch, K) log p(h_i, k) (up to a constant). Sinkhorn iterations in the
+    log domain rescale exp(log_joint) to a transport plan whose rows sum to 1/batch and whose
+    columns sum to the prior; returned scaled so that each row sums to 1 (SwAV's balanced
+    codes; Cuturi 2013). Without the column constraint this is q(k | h).
+    """
+    batch = log_joint.shape[0]
+    log_rows = -jnp.log(float(batch))
+    log_cols = jnp.log(prior)
+
+    def body(_, uv):
+        u, v = uv
+        u = log_rows - jax.nn.logsumexp(log_joint + v[None, :], axis=1)
+        v = log_cols - jax.nn.logsumexp(log_joint + u[:, None], axis=0)
+        return u, v
+
+    u0, v0 = jnp.zeros((batch,)), jnp.zeros(prior.shape)
+    u, v = jax.lax.fori_loop(0, iterations, body, (u0, v0))
+    plan = jnp.exp(log_joint + u[:, None] + v[None, :])
+    return plan / jnp.sum(plan, axis=1, keepdims=True)
+
+
+def code_log_likelihood(gen: Generative, plan: ModelPlan, q_values: Values, *, train: bool) -> jax.Array:
+    """Mean over the batch of log p(h | k) + log p(k) at q's codes h = E(x), k balanced.
+
+    For every h with a closed-form density (a latent whose parent k has an exact posterior,
+    GMGAN's mixture p(h) = sum_k pi_k N(h; mu_k, std^2 I)). Each code is scored under the
+    components it is assigned to, where the batch's assignments are q(k | h) rescaled so
+    that the batch uses the components as often as p(k) draws them
+    (:func:`balanced_assignment`, held fixed in the gradient): without that, every code
+    falls into the nearest component and q collapses to one cluster. The component means
+    are held fixed here; the log-density is summed over h's dimensions.
+    """
+    total = jnp.zeros(())
+    for latent in plan.analysis.exact:
+        child = plan.analysis.q_parents[latent][0]
+        child_var, std_key = _definition(plan, child)
+        k_var = plan.spec.model[plan.analysis.templates[latent]]
+        classes = int(k_var.get("classes"))
+        probs = k_var.get("probs")
+        prior = jnp.asarray(probs, jnp.float32) if probs is not None else jnp.full((classes,), 1.0 / classes)
+        h = q_values[child]
+        dims = h.reshape(h.shape[0], -1).shape[-1]
+        std = jnp.broadcast_to(_std(gen, child_var, std_key), h.shape).reshape(h.shape[0], -1)
+        # exact_logits: log pi_k - |h - mu_k|^2 / (2 std^2); the uniform log pi_k is left out there.
+        logits = exact_logits(gen, plan, latent, q_values, train=train, fixed_means=True)
+        log_joint = logits if probs is not None else logits + jnp.log(prior)
+        log_norm = -jnp.sum(jnp.log(std), axis=-1) - 0.5 * dims * jnp.log(2 * jnp.pi)
+        weights = jax.lax.stop_gradient(balanced_assignment(log_joint, prior))
+        total = total + jnp.mean(jnp.sum(weights * log_joint, axis=-1) + log_norm)
     return total
 
 
@@ -516,6 +591,10 @@ def losses(
         err = latent_reconstruction(gen, plan, p_values, jax.random.fold_in(key_r, 1), settings=settings, train=train)
         metrics["latent_recon"] = err
         g_loss = g_loss + settings.latent_reconstruction * err
+    if settings.code_likelihood:
+        log_lik = code_log_likelihood(gen, plan, q_values, train=train)
+        metrics["code_nll"] = -log_lik
+        g_loss = g_loss - settings.code_likelihood * log_lik
     if settings.discrete == "reinforce" and log_probs:
         advantage = jax.lax.stop_gradient(g_per_example - baseline)
         score = sum(jnp.mean(advantage * lp) for lp in log_probs.values())

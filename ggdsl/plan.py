@@ -159,6 +159,11 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
     (['h|k', 'x|h'], ['h|x'])
     """
     analysis = analysis or analyze(spec)
+    if spec.objective.code_likelihood and not analysis.exact:
+        raise BuildError(
+            "objective.code_likelihood: no latent of this model has a closed-form density p(h) "
+            "(a categorical parent with an exact posterior, as GMGAN's k of a `normal ... net: linear` h)"
+        )
     result = ModelPlan(spec, analysis)
     # Generators: one per template (first-step definitions apart).
     groups: dict[str, list[str]] = {}

@@ -12,7 +12,8 @@ from flax import nnx
 from ggdsl.build import build_modules
 from ggdsl.cli import BUNDLED
 from ggdsl.compiled import compile_spec
-from ggdsl.errors import SpecError
+from ggdsl.errors import BuildError, SpecError
+from ggdsl.factorize import analyze
 from ggdsl.nets.modules import Conv, Dense
 from ggdsl.objective import losses, settings_of
 from ggdsl.plan import plan_model
@@ -123,3 +124,131 @@ def test_usage_counts_the_components_q_assigns():
     assert usage == int(usage) and 1 <= usage <= 10
     one = losses(gen, critics, plan, {"x": jnp.zeros((32, 8, 8, 1))}, jax.random.key(0), settings=settings_of(plan))[2]
     assert float(one["usage/k"]) == 1.0  # identical inputs: one component
+
+
+def _sinkhorn(log_joint: np.ndarray, prior: np.ndarray, iterations: int = 20) -> np.ndarray:
+    """Reference: alternate row and column normalisation of exp(log_joint), rows sum to 1."""
+    plan = np.exp(log_joint - log_joint.max())
+    for _ in range(iterations):
+        plan = plan / plan.sum(axis=1, keepdims=True) / len(plan)
+        plan = plan / plan.sum(axis=0, keepdims=True) * prior
+    return plan / plan.sum(axis=1, keepdims=True)
+
+
+def test_balanced_assignment_matches_the_batch_to_the_prior():
+    from ggdsl.objective import balanced_assignment
+
+    rng = np.random.default_rng(0)
+    prior = np.array([0.5, 0.25, 0.25])
+    log_joint = rng.normal(size=(40, 3))
+    log_joint[:, 0] += 3.0  # q alone would put most of the batch in component 0
+    got = np.asarray(balanced_assignment(jnp.asarray(log_joint, jnp.float32), jnp.asarray(prior, jnp.float32)))
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(got.mean(axis=0), prior, atol=2e-3)
+    np.testing.assert_allclose(got, _sinkhorn(log_joint, prior), atol=1e-4)
+    posterior = np.exp(log_joint) / np.exp(log_joint).sum(axis=1, keepdims=True)
+    assert posterior.mean(axis=0)[0] > 0.8  # the imbalance the assignment removes
+    # A rescaling of q(k | h): log A - log_joint is a row term plus a column term.
+    rest = np.log(got) - log_joint
+    np.testing.assert_allclose(rest - rest[:, :1] - (rest[0] - rest[0, 0]), 0.0, atol=1e-4)
+
+
+def test_code_likelihood_scores_q_codes_under_their_balanced_components():
+    from scipy.stats import multivariate_normal
+
+    from ggdsl.build import module_key
+    from ggdsl.objective import code_log_likelihood, sample_q, split_observed
+
+    spec = _spec("objective.code_likelihood=0.5")
+    plan = plan_model(spec)
+    gen, critics = build_modules(plan, 0)
+    settings = settings_of(plan)
+    assert settings.code_likelihood == 0.5
+    batch = _batch()
+    q_values, _, _ = sample_q(gen, plan, split_observed(plan, batch), jax.random.key(2), train=False, settings=settings)
+    h = np.asarray(q_values["h"], np.float64)
+    # The component means: the linear generator of h applied to each one-hot k.
+    net_spec = plan.generators[plan.generator_of["h"]]
+    (name,) = net_spec.inputs
+    means = np.asarray(gen.generators[module_key(plan.generator_of["h"])]({name: jnp.eye(10)}, train=False), np.float64)
+    log_joint = np.array(
+        [[multivariate_normal(means[k], 0.1**2 * np.eye(16)).logpdf(row) - np.log(10) for k in range(10)] for row in h]
+    )
+    weights = _sinkhorn(log_joint - log_joint.max(axis=1, keepdims=True), np.full(10, 0.1))
+    expected = np.mean(np.sum(weights * log_joint, axis=1))
+    got = float(code_log_likelihood(gen, plan, q_values, train=False))
+    assert got == pytest.approx(expected, rel=1e-3)
+    # The generator side pays -w * that; the discriminators do not see it.
+    metrics = losses(gen, critics, plan, batch, jax.random.key(0), settings=settings)[2]
+    off = losses(gen, critics, plan, batch, jax.random.key(0), settings=settings_of(plan_model(_spec())))[2]
+    assert "code_nll" not in off
+    assert float(metrics["code_nll"]) == pytest.approx(-got, rel=1e-3)
+    assert float(metrics["g_loss"]) - float(off["g_loss"]) == pytest.approx(0.5 * float(metrics["code_nll"]), rel=1e-3)
+    assert float(metrics["d_loss"]) == pytest.approx(float(off["d_loss"]), rel=1e-6)
+
+
+def test_code_likelihood_moves_the_extractor_not_the_means():
+    from ggdsl.objective import code_log_likelihood, sample_q, split_observed
+
+    plan = plan_model(_spec("objective.code_likelihood=1.0"))
+    gen, _ = build_modules(plan, 0)
+    settings = settings_of(plan)
+    observed = split_observed(plan, _batch())
+    graphdef, params, rest = nnx.split(gen, nnx.Param, ...)
+
+    def objective(params):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        values, _, _ = sample_q(model, plan, observed, jax.random.key(0), train=False, settings=settings)
+        return code_log_likelihood(model, plan, values, train=False)
+
+    grads = nnx.State(jax.grad(objective)(params))
+    flat = dict(nnx.to_flat_state(grads))
+    means = [v for path, v in flat.items() if "generators" in map(str, path)]
+    extractor = [v for path, v in flat.items() if "extractors" in map(str, path)]
+    assert means and all(float(jnp.max(jnp.abs(v[...]))) == 0.0 for v in means)
+    assert extractor and any(float(jnp.max(jnp.abs(v[...]))) > 0.0 for v in extractor)
+
+
+def test_code_likelihood_needs_a_closed_form_density():
+    with pytest.raises(SpecError, match="code_likelihood"):
+        _spec("objective.code_likelihood=-1")
+    mean_field = _spec("objective.code_likelihood=1.0", "inference.family=mean_field")
+    assert analyze(mean_field).exact == ()  # mean field: q(k | x) is a network
+    with pytest.raises(BuildError, match="objective.code_likelihood: no latent"):
+        plan_model(mean_field)
+
+
+def test_latent_reconstruction_per_latent_weights_split_the_term():
+    def latent_recon(*overrides: str) -> float:
+        plan = plan_model(_spec(*overrides))
+        gen, critics = build_modules(plan, 0)
+        metrics = losses(gen, critics, plan, _batch(), jax.random.key(3), settings=settings_of(plan))[2]
+        return float(metrics["latent_recon"])
+
+    both = latent_recon("objective.latent_reconstruction=1.0")
+    k_only = latent_recon("objective.latent_reconstruction={k: 1.0}")
+    h_only = latent_recon("objective.latent_reconstruction={h: 1.0}")
+    assert k_only > 0 and h_only > 0
+    assert k_only + h_only == pytest.approx(both, rel=1e-5)
+    weighted = latent_recon("objective.latent_reconstruction={k: 2.0, h: 0.5}")
+    assert weighted == pytest.approx(2.0 * k_only + 0.5 * h_only, rel=1e-5)
+    plan = plan_model(_spec("objective.latent_reconstruction={k: 0.0}"))
+    assert settings_of(plan).latent_reconstruction == 0.0  # nothing left to recover: no term
+
+
+def test_latent_reconstruction_weights_name_latents_and_round_trip(tmp_path):
+    spec = _spec("objective.latent_reconstruction={k: 1.0}")
+    assert spec.objective.latent_reconstruction == {"k": 1.0}
+    assert load_spec(spec.to_yaml()) == spec
+    path = tmp_path / "bad.yaml"
+    text = (BUNDLED / "gmgan_digits.yaml").read_text()
+    path.write_text(
+        text.replace("  divergence: local\n", "  divergence: local\n  latent_reconstruction: {x: 1, h: -2}\n")
+    )
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    line = text.splitlines().index("  divergence: local") + 2
+    assert [str(p) for p in error.value.problems] == [
+        f"{path}:{line}: objective.latent_reconstruction.h: must be >= 0.0, got -2.0",
+        f"{path}:{line}: objective.latent_reconstruction.x: 'x' is not a latent variable (latents: h, k)",
+    ]

@@ -49,8 +49,11 @@ def _expected_metrics(spec) -> set[str]:
     keys |= {f"d_loss/{g}" for g in groups} | {f"d_acc/{g}" for g in groups}
     if spec.objective.reconstruction:
         keys.add("recon")
-    if spec.objective.latent_reconstruction:
+    latent = spec.objective.latent_reconstruction
+    if any(latent.values()) if isinstance(latent, dict) else latent:
         keys.add("latent_recon")
+    if spec.objective.code_likelihood:
+        keys.add("code_nll")
     if spec.objective.r1:
         keys |= {f"r1/{g}" for g in groups}
     if spec.objective.instance_noise:

@@ -123,7 +123,8 @@ class ObjectiveSpec:
     divergence: str = "local"
     loss: str = "bce"
     reconstruction: float = 0.0
-    latent_reconstruction: float = 0.0
+    latent_reconstruction: float | FrozenDict = 0.0  # one weight, or {latent: weight}
+    code_likelihood: float = 0.0
     r1: float = 0.0
     weights: str | FrozenDict = "uniform"
     discriminators: FrozenDict = field(default_factory=FrozenDict)

@@ -132,7 +132,7 @@ class _Loader:
         model = self._model(raw.get("model"), time)
         data = self._data(raw.get("data"), model)
         inference = self._inference(raw.get("inference"), model)
-        objective = self._objective(raw.get("objective"))
+        objective = self._objective(raw.get("objective"), model)
         train = self._train(raw.get("train"))
         evals = self._eval(raw.get("eval"))
         if self.ctx.problems or model is None or name is None:
@@ -425,7 +425,30 @@ class _Loader:
             nets=freeze(parsed),
         )
 
-    def _objective(self, raw: Any) -> ObjectiveSpec:
+    def _latent_weights(self, value: Any, model: Mapping[str, Variable] | None) -> float | FrozenDict:
+        """``latent_reconstruction``: one weight for every latent, or {latent: weight}."""
+        path = "objective.latent_reconstruction"
+        if not isinstance(value, Mapping):
+            number, message = check_float(0.0)(value)
+            if message:
+                self.error(path, f"expected a number or a mapping {{latent: weight}}: {message}")
+                return 0.0
+            return number
+        checked = {}
+        latents = [v.name for v in model.values() if not v.observed] if model is not None else None
+        for name, weight in value.items():
+            where = join(path, name)
+            if latents is not None and name not in latents:
+                self.error(where, f"'{name}' is not a latent variable (latents: {_known(latents)})")
+                continue
+            number, message = check_float(0.0)(weight)
+            if message:
+                self.error(where, message)
+                continue
+            checked[str(name)] = number
+        return freeze(checked)
+
+    def _objective(self, raw: Any, model: Mapping[str, Variable] | None = None) -> ObjectiveSpec:
         values = _check_keys(self.ctx, {} if raw is None else raw, "objective", OBJECTIVE_KEYS)
         if values is None:
             return ObjectiveSpec()
@@ -453,7 +476,8 @@ class _Loader:
             divergence=values.get("divergence", "local"),
             loss=values.get("loss", "bce"),
             reconstruction=values.get("reconstruction", 0.0),
-            latent_reconstruction=values.get("latent_reconstruction", 0.0),
+            latent_reconstruction=self._latent_weights(values.get("latent_reconstruction", 0.0), model),
+            code_likelihood=values.get("code_likelihood", 0.0),
             r1=values.get("r1", 0.0),
             weights=weights,
             discriminators=freeze(parsed),

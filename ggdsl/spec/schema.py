@@ -282,9 +282,17 @@ OBJECTIVE_KEYS: dict[str, Key] = {
     "loss": Key(check_choice("bce"), default="bce", doc="the divergence estimate"),
     "reconstruction": Key(check_float(0.0), default=0.0, doc="weight of |x - G(E(x))|^2"),
     "latent_reconstruction": Key(
+        lambda v: (v, None),
+        default=0.0,
+        doc="weight of recovering p's latents from its samples: |z - E(x)|^2, and cross-entropy for categoricals; "
+        "one number for every latent, or {latent: weight} (unlisted latents 0; `{k: 1}` recovers only the "
+        "component, as InfoGAN recovers only its codes)",
+    ),
+    "code_likelihood": Key(
         check_float(0.0),
         default=0.0,
-        doc="weight of recovering p's latents from its samples: |z - E(x)|^2, and cross-entropy for categoricals",
+        doc="weight of -log p(h) at q's codes h = E(x) of real data, for latents with a closed-form "
+        "density (GMGAN's mixture; the component means held fixed in this term)",
     ),
     "r1": Key(
         check_float(0.0),
