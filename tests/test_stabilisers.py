@@ -252,3 +252,10 @@ def test_latent_reconstruction_weights_name_latents_and_round_trip(tmp_path):
         f"{path}:{line}: objective.latent_reconstruction.h: must be >= 0.0, got -2.0",
         f"{path}:{line}: objective.latent_reconstruction.x: 'x' is not a latent variable (latents: h, k)",
     ]
+
+
+def test_code_likelihood_is_written_only_when_set_so_older_runs_keep_their_model_hash():
+    assert "code_likelihood" not in _spec().to_dict()["objective"]
+    spec = _spec("objective.code_likelihood=0.1")
+    assert spec.to_dict()["objective"]["code_likelihood"] == 0.1
+    assert load_spec(spec.to_yaml()) == spec

@@ -66,13 +66,14 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "loss": objective.loss,
         "reconstruction": objective.reconstruction,
         "latent_reconstruction": thaw(objective.latent_reconstruction),
-        "code_likelihood": objective.code_likelihood,
         "r1": objective.r1,
         "weights": thaw(objective.weights),
         "video": objective.video,
         "spectral_norm": objective.spectral_norm,
         "instance_noise": objective.instance_noise,
     }
+    if objective.code_likelihood:  # written only when set: specs without it keep their model hash
+        out["objective"]["code_likelihood"] = objective.code_likelihood
     if objective.discriminators:
         out["objective"]["discriminators"] = {k: _net(v) for k, v in objective.discriminators.items()}
     if spec.networks:
