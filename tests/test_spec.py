@@ -250,6 +250,8 @@ def test_exponent_floats_are_numbers_in_files_and_overrides(text, value):
     in_file = load_spec(GMGAN.replace("learning_rate: 2.0e-4", f"learning_rate: {text}"))
     assert in_file.train.optimizer["learning_rate"] == value
     assert load_spec(GMGAN, overrides=["name=6e-4x"]).name == "6e-4x"  # not a number: stays text
+    named = load_spec(GMGAN, overrides=["name='1e5'"])  # a name that reads like a number, quoted
+    assert named.name == "1e5" and load_spec(named.to_yaml()) == named
 
 
 def test_a_word_for_an_optimiser_number_is_a_build_error_before_training():

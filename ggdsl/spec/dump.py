@@ -9,6 +9,7 @@ import yaml
 from ggdsl.spec.frozen import thaw
 from ggdsl.spec.ir import Layer, Spec, Variable
 from ggdsl.spec.schema import COMMON_KEYS, NODE_TYPES
+from ggdsl.spec.yamltree import EXPONENT_FLOAT
 
 
 def _net(value: Any) -> Any:
@@ -101,7 +102,10 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    """Quotes the strings that the spec loader would read as numbers (``"1e5"``)."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789."))
 
 
 def _flow_short_lists(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
