@@ -427,7 +427,7 @@ def latent_reconstruction(
         else:
             diff = (recovered[latent] - p_values[latent]).reshape(batch, -1)
             err = jnp.mean(jnp.sum(diff**2, axis=-1))
-        total = total + (err if weight == 1.0 else weight * err)
+        total = total + weight * err
     return total
 
 
