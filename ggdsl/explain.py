@@ -92,6 +92,7 @@ def explain_dict(spec: Spec) -> dict[str, Any]:
             "reconstruction": spec.objective.reconstruction,
             "latent_reconstruction": thaw(spec.objective.latent_reconstruction),
             "code_likelihood": spec.objective.code_likelihood,
+            "augment": thaw(spec.objective.augment),
             "r1": spec.objective.r1,
             "spectral_norm": spec.objective.spectral_norm,
             "instance_noise": spec.objective.instance_noise,
@@ -191,6 +192,17 @@ def explain(spec: Spec) -> str:
         lines.append(f"    + E_p [ {terms} ]  (latent reconstruction)")
     elif latent and not isinstance(latent, Mapping):
         lines.append(f"    + {latent:g} * E_p [ |z - E(x)|^2 for continuous z, -log q(z | ...) for categorical z ]")
+    if spec.objective.augment:
+        amounts = spec.objective.augment
+        where = {
+            "latent_reconstruction": "q reads p's images in the latent reconstruction",
+            "discriminators": "the discriminators read both sides' images",
+        }
+        lines.append(
+            f"    images under random affine maps (shift +-{amounts['shift']:g} px, rotation "
+            f"+-{amounts['rotate']:g} deg, zoom 1 +- {amounts['scale']:g}): "
+            + "; ".join(where[t] for t in amounts["apply_to"])
+        )
     if spec.objective.code_likelihood:
         lines.append(f"    + {spec.objective.code_likelihood:g} * E_q [ -log p(h) at h = E(x) ] (closed-form p(h))")
     if spec.objective.r1:

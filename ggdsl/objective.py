@@ -39,6 +39,8 @@ class Settings:
     instance_noise: float = 0.0
     code_likelihood: float = 0.0
     latent_weights: tuple[tuple[str, float], ...] | None = None  # per spec latent; None: all of them
+    augment: tuple[float, float, float] | None = None  # (shift px, rotate deg, scale) of images
+    augment_targets: tuple[str, ...] = ()  # where: latent_reconstruction, discriminators
     stack_steps: bool = True  # copies of a template in one call / a scan; False: one call per node
 
 
@@ -55,6 +57,12 @@ def settings_of(plan: ModelPlan) -> Settings:
         latent_weights=tuple(sorted((k, float(v)) for k, v in latent.items())) if per_latent else None,
         instance_noise=float(spec.objective.instance_noise),
         code_likelihood=float(spec.objective.code_likelihood),
+        augment=(
+            tuple(float(spec.objective.augment[key]) for key in ("shift", "rotate", "scale"))
+            if spec.objective.augment
+            else None
+        ),
+        augment_targets=tuple(spec.objective.augment["apply_to"]) if spec.objective.augment else (),
     )
 
 
@@ -401,6 +409,59 @@ def reconstruct(
     return out
 
 
+def affine_resample(images: jax.Array, angle: jax.Array, zoom: jax.Array, offset: jax.Array) -> jax.Array:
+    """Each image of ``(batch, H, W, C)`` rotated, zoomed about its centre and shifted (bilinear).
+
+    Per image ``i``: the rotation ``angle[i]`` (radians, counter-clockwise as displayed with
+    row 0 at the top), the zoom factor ``zoom[i]``, then the shift ``offset[i]`` = (rows,
+    columns) in pixels. Output pixel ``p`` reads the input at ``A^-1 (p - c - offset) + c``
+    for ``A`` = zoom * rotation and ``c`` the centre; pixels from outside take the nearest
+    edge pixel's value, so the background stays what it was in any data range.
+    Differentiable in the images.
+    """
+    height, width = images.shape[1:3]
+    centre_y, centre_x = (height - 1) / 2.0, (width - 1) / 2.0
+    rows, cols = jnp.meshgrid(
+        jnp.arange(height, dtype=images.dtype), jnp.arange(width, dtype=images.dtype), indexing="ij"
+    )
+
+    def one(image, angle, zoom, offset):
+        dy, dx = rows - centre_y - offset[0], cols - centre_x - offset[1]
+        cos, sin = jnp.cos(angle), jnp.sin(angle)
+        src_y = (cos * dy + sin * dx) / zoom + centre_y
+        src_x = (-sin * dy + cos * dx) / zoom + centre_x
+        channel = lambda c: jax.scipy.ndimage.map_coordinates(c, [src_y, src_x], order=1, mode="nearest")  # noqa: E731
+        return jax.vmap(channel, in_axes=-1, out_axes=-1)(image)
+
+    return jax.vmap(one)(images, angle, zoom, offset)
+
+
+def random_affine(images: jax.Array, key: jax.Array, shift: float, rotate: float, scale: float) -> jax.Array:
+    """:func:`affine_resample` with each image's map drawn uniformly: an angle in +-``rotate``
+    degrees, a zoom in 1 +- ``scale`` and a shift in +-``shift`` pixels along each axis."""
+    batch = images.shape[0]
+    k_angle, k_zoom, k_shift = jax.random.split(key, 3)
+    angle = jnp.deg2rad(jax.random.uniform(k_angle, (batch,), minval=-rotate, maxval=rotate))
+    zoom = 1.0 + jax.random.uniform(k_zoom, (batch,), minval=-scale, maxval=scale)
+    offset = jax.random.uniform(k_shift, (batch, 2), minval=-shift, maxval=shift)
+    return affine_resample(images, angle, zoom, offset)
+
+
+def augment_images(plan: ModelPlan, values: Values, key: jax.Array, augment: tuple[float, float, float]) -> Values:
+    """``values`` with every image-shaped observed node (``(batch, H, W, C)``) under :func:`random_affine`.
+
+    The nodes of one per-step variable (a video's frames) share one transform per example.
+    """
+    out = dict(values)
+    templates = plan.analysis.templates
+    names = sorted({templates[node] for node in plan.analysis.observed})
+    for node in plan.analysis.observed:
+        if values[node].ndim == 4:
+            template_key = jax.random.fold_in(key, names.index(templates[node]))
+            out[node] = random_affine(values[node], template_key, *augment)
+    return out
+
+
 def latent_reconstruction(
     gen: Generative, plan: ModelPlan, p_values: Values, key: jax.Array, *, settings: Settings, train: bool
 ) -> jax.Array:
@@ -409,9 +470,13 @@ def latent_reconstruction(
     Squared error summed over a continuous latent's dimensions; for a categorical, the
     cross-entropy of q's posterior against p's draw. Averaged over the batch, summed over
     latents, each weighted by ``settings.latent_weights`` where the spec gives weights
-    per latent (a latent of weight 0 is left out).
+    per latent (a latent of weight 0 is left out). With ``settings.augment`` applied to
+    ``latent_reconstruction``, q reads p's images through :func:`augment_images`.
     """
     observed = {n: p_values[n] for n in plan.analysis.observed}
+    if settings.augment is not None and "latent_reconstruction" in settings.augment_targets:
+        key, key_augment = jax.random.split(key)
+        observed = augment_images(plan, observed, key_augment, settings.augment)
     recovered, probs, _ = sample_q(
         gen, plan, observed, key, train=train, settings=settings, stack_steps=settings.stack_steps
     )
@@ -539,7 +604,9 @@ def losses(
     """(discriminator loss, generator + extractor loss, metrics) on one batch.
 
     ``progress`` (the step over ``train.steps``) anneals the instance noise, whose std falls
-    linearly from ``settings.instance_noise`` to 0.
+    linearly from ``settings.instance_noise`` to 0. With ``settings.augment`` applied to
+    ``discriminators``, both sides' images are transformed (independently per example)
+    before every discriminator and the R1 penalty see them.
     """
     key_p, key_q, key_r = jax.random.split(key, 3)
     observed = split_observed(plan, batch)
@@ -554,11 +621,15 @@ def losses(
         used = jnp.any(jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1]) > 0, axis=0)
         metrics[f"usage/{latent}"] = jnp.sum(used).astype(jnp.float32)
     seen_q, seen_p = q_values, p_values  # what the discriminators see
+    if settings.augment is not None and "discriminators" in settings.augment_targets:
+        key_a = jax.random.fold_in(key_r, 11)
+        seen_q = augment_images(plan, seen_q, jax.random.fold_in(key_a, 0), settings.augment)
+        seen_p = augment_images(plan, seen_p, jax.random.fold_in(key_a, 1), settings.augment)
     if settings.instance_noise:
         std = settings.instance_noise * jnp.clip(1.0 - progress, 0.0, 1.0)
         metrics["instance_noise"] = std
         key_n = jax.random.fold_in(key_r, 7)
-        seen_q, seen_p = dict(q_values), dict(p_values)
+        seen_q, seen_p = dict(seen_q), dict(seen_p)
         for index, node in enumerate(plan.analysis.observed):
             for side, values in enumerate((seen_q, seen_p)):
                 noise = jax.random.normal(jax.random.fold_in(key_n, 2 * index + side), values[node].shape)

@@ -149,6 +149,10 @@ def _generator(spec: Spec, analysis: Analysis, nodes: list[str], var: Variable, 
     return NetSpec("generator", key, inputs, out_shape, plan, source, tuple(nodes), bindings, residual_input)
 
 
+def _recovers_latents(weights) -> bool:
+    return any(weights.values()) if isinstance(weights, Mapping) else bool(weights)
+
+
 def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
     """Resolve every network of the compiled model.
 
@@ -164,6 +168,15 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
             "objective.code_likelihood: no latent of this model has a closed-form density p(h) "
             "(a categorical parent with an exact posterior, as GMGAN's k of a `normal ... net: linear` h)"
         )
+    if spec.objective.augment:
+        targets = spec.objective.augment["apply_to"]
+        if "latent_reconstruction" in targets and not _recovers_latents(spec.objective.latent_reconstruction):
+            raise BuildError(
+                "objective.augment: applies to latent_reconstruction (where q recovers p's latents from "
+                "p's images), but objective.latent_reconstruction is 0"
+            )
+        if not any(len(spec.model[analysis.templates[n]].shape) == 3 for n in analysis.observed):
+            raise BuildError("objective.augment: no observed variable of this model is an image (shape [H, W, C])")
     result = ModelPlan(spec, analysis)
     # Generators: one per template (first-step definitions apart).
     groups: dict[str, list[str]] = {}

@@ -75,6 +75,8 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
     }
     if objective.code_likelihood:  # written only when set: specs without it keep their model hash
         out["objective"]["code_likelihood"] = objective.code_likelihood
+    if objective.augment:  # likewise
+        out["objective"]["augment"] = thaw(objective.augment)
     if objective.discriminators:
         out["objective"]["discriminators"] = {k: _net(v) for k, v in objective.discriminators.items()}
     if spec.networks:

@@ -39,6 +39,8 @@ from ggdsl.spec.ir import (
     Variable,
 )
 from ggdsl.spec.schema import (
+    AUGMENT_KEYS,
+    AUGMENT_TARGETS,
     COMMON_KEYS,
     EVAL_NAMES,
     INFERENCE_KEYS,
@@ -425,6 +427,37 @@ class _Loader:
             nets=freeze(parsed),
         )
 
+    def _augment(self, value: Any) -> FrozenDict | None:
+        """``objective.augment``: {shift: pixels, rotate: degrees, scale: fraction, apply_to: [...]}, or unset."""
+        path = "objective.augment"
+        known = _known([*AUGMENT_KEYS, "apply_to"])
+        if value is None:
+            return None
+        if not isinstance(value, Mapping) or not value:
+            self.error(path, f"expected a mapping with some of {known}, got {value!r}")
+            return None
+        checked: dict[str, Any] = {}
+        targets = [AUGMENT_TARGETS[0]]
+        for name, amount in value.items():
+            where = join(path, str(name))
+            if name == "apply_to":
+                listed = amount if isinstance(amount, list) else [amount]
+                wrong = [t for t in listed if t not in AUGMENT_TARGETS]
+                if wrong or not listed:
+                    self.error(where, f"expected a list of {', '.join(AUGMENT_TARGETS)}, got {amount!r}")
+                else:
+                    targets = [t for t in AUGMENT_TARGETS if t in listed]
+                continue
+            if name not in AUGMENT_KEYS:
+                self.error(where, f"unknown key '{name}' (known: {known})")
+                continue
+            number, message = check_float(0.0, AUGMENT_KEYS[name])(amount)
+            if message:
+                self.error(where, message)
+                continue
+            checked[str(name)] = number
+        return freeze({**{key: checked.get(key, 0.0) for key in AUGMENT_KEYS}, "apply_to": targets})
+
     def _latent_weights(self, value: Any, model: Mapping[str, Variable] | None) -> float | FrozenDict:
         """``latent_reconstruction``: one weight for every latent, or {latent: weight}."""
         path = "objective.latent_reconstruction"
@@ -478,6 +511,7 @@ class _Loader:
             reconstruction=values.get("reconstruction", 0.0),
             latent_reconstruction=self._latent_weights(values.get("latent_reconstruction", 0.0), model),
             code_likelihood=values.get("code_likelihood", 0.0),
+            augment=self._augment(values.get("augment")),
             r1=values.get("r1", 0.0),
             weights=weights,
             discriminators=freeze(parsed),

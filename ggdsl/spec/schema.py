@@ -265,6 +265,11 @@ def node_type_names() -> tuple[str, ...]:
     return tuple(sorted(NODE_TYPES))
 
 
+# objective.augment: each key's largest value (pixels, degrees, fraction of the size), and
+# the terms it may apply to (`apply_to`; the first one when unset).
+AUGMENT_KEYS: dict[str, float] = {"shift": 16.0, "rotate": 180.0, "scale": 0.9}
+AUGMENT_TARGETS: tuple[str, ...] = ("latent_reconstruction", "discriminators")
+
 # Sections other than `model`: key tables shared by the loader, builder and docs.
 INFERENCE_KEYS: dict[str, Key] = {
     "family": Key(check_choice("inverse", "mean_field"), default="inverse", doc="q's structure"),
@@ -293,6 +298,15 @@ OBJECTIVE_KEYS: dict[str, Key] = {
         default=0.0,
         doc="weight of -log p(h) at q's codes h = E(x) of real data, for latents with a closed-form "
         "density (GMGAN's mixture; the component means held fixed in this term)",
+    ),
+    "augment": Key(
+        lambda v: (v, None),
+        default=None,
+        doc="random affine transforms of images, {shift: pixels, rotate: degrees, scale: fraction, apply_to: "
+        "[...]}, each drawn uniformly in +-value per image (the frames of one video share one transform). "
+        "`apply_to`: `latent_reconstruction` (the default: q recovers p's latents from transformed samples of "
+        "p, so the extractor learns from more than p's exact samples) and/or `discriminators` (every "
+        "discriminator sees transformed images on both sides, as DiffAugment; Zhao et al. 2020); off when unset",
     ),
     "r1": Key(
         check_float(0.0),
