@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _objective_errors import objective_line_problems
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
@@ -157,13 +158,8 @@ def test_augment_spec_errors_name_the_key_and_line(tmp_path):
         "images under random affine maps (shift +-2 px, rotation +-15 deg, zoom 1 +- 0.1): "
         "q reads p's images in the latent reconstruction\n" in explain(spec)
     )
-    path = tmp_path / "bad.yaml"
-    text = (BUNDLED / "gmgan_digits.yaml").read_text()
-    path.write_text(text.replace("  divergence: local\n", "  divergence: local\n  augment: {shift: -1, turn: 5}\n"))
-    with pytest.raises(SpecError) as error:
-        load_spec(path)
-    line = text.splitlines().index("  divergence: local") + 2
-    assert [str(p) for p in error.value.problems] == [
+    path, line, problems = objective_line_problems(tmp_path, "augment: {shift: -1, turn: 5}")
+    assert problems == [
         f"{path}:{line}: objective.augment.shift: must be >= 0.0, got -1.0",
         f"{path}:{line}: objective.augment.turn: unknown key 'turn' (known: apply_to, rotate, scale, shift)",
     ]

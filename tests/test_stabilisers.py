@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _objective_errors import objective_line_problems
 from flax import nnx
 
 from ggdsl.build import build_modules
@@ -240,15 +241,8 @@ def test_latent_reconstruction_weights_name_latents_and_round_trip(tmp_path):
     spec = _spec("objective.latent_reconstruction={k: 1.0}")
     assert spec.objective.latent_reconstruction == {"k": 1.0}
     assert load_spec(spec.to_yaml()) == spec
-    path = tmp_path / "bad.yaml"
-    text = (BUNDLED / "gmgan_digits.yaml").read_text()
-    path.write_text(
-        text.replace("  divergence: local\n", "  divergence: local\n  latent_reconstruction: {x: 1, h: -2}\n")
-    )
-    with pytest.raises(SpecError) as error:
-        load_spec(path)
-    line = text.splitlines().index("  divergence: local") + 2
-    assert [str(p) for p in error.value.problems] == [
+    path, line, problems = objective_line_problems(tmp_path, "latent_reconstruction: {x: 1, h: -2}")
+    assert problems == [
         f"{path}:{line}: objective.latent_reconstruction.h: must be >= 0.0, got -2.0",
         f"{path}:{line}: objective.latent_reconstruction.x: 'x' is not a latent variable (latents: h, k)",
     ]
