@@ -120,7 +120,9 @@ class Compiled:
     def make_step(self, base_key: jax.Array, *, jit: bool = True):
         """The training step: ``critic_steps`` discriminator updates, one generator update."""
         plan, settings = self.plan, self.settings
-        d_settings = dataclasses.replace(settings, reconstruction=0.0, latent_reconstruction=0.0, code_likelihood=0.0)
+        d_settings = dataclasses.replace(
+            settings, reconstruction=0.0, latent_reconstruction=0.0, code_likelihood=0.0, consistency=0.0
+        )
         settings = dataclasses.replace(settings, r1=0.0)
         g_def, d_def, g_tx, d_tx = self.g_def, self.d_def, self.g_tx, self.d_tx
         critic_steps = self.spec.train.critic_steps

@@ -63,6 +63,13 @@ def _recovery(spec: Spec, latent: str) -> str:
     return f"|{latent} - E(x)|^2"
 
 
+def _agreement(spec: Spec, latent: str) -> str:
+    """The consistency term of one spec latent, in words."""
+    if spec.model[latent].type == "categorical":
+        return f"-q({latent} | x) . log q({latent} | T(x))"
+    return f"|{latent}(T(x)) - {latent}(x)|^2"
+
+
 def _net_label(plan: ModelPlan, role: str, key: str | None) -> str:
     if key is None:
         return ""
@@ -93,6 +100,7 @@ def explain_dict(spec: Spec) -> dict[str, Any]:
             "latent_reconstruction": thaw(spec.objective.latent_reconstruction),
             "code_likelihood": spec.objective.code_likelihood,
             "augment": thaw(spec.objective.augment),
+            "consistency": thaw(spec.objective.consistency),
             "r1": spec.objective.r1,
             "spectral_norm": spec.objective.spectral_norm,
             "instance_noise": spec.objective.instance_noise,
@@ -197,11 +205,21 @@ def explain(spec: Spec) -> str:
         where = {
             "latent_reconstruction": "q reads p's images in the latent reconstruction",
             "discriminators": "the discriminators read both sides' images",
+            "consistency": "q reads real images and their transformed copies alike",
         }
         lines.append(
             f"    images under random affine maps (shift +-{amounts['shift']:g} px, rotation "
             f"+-{amounts['rotate']:g} deg, zoom 1 +- {amounts['scale']:g}): "
             + "; ".join(where[t] for t in amounts["apply_to"])
+        )
+    agree = spec.objective.consistency
+    if isinstance(agree, Mapping) and any(agree.values()):
+        terms = " + ".join(f"{w:g} * {_agreement(spec, z)}" for z, w in agree.items() if w)
+        lines.append(f"    + E_data [ {terms} ]  (consistency; q's reading of x held fixed)")
+    elif agree and not isinstance(agree, Mapping):
+        lines.append(
+            f"    + {agree:g} * E_data [ |z(T(x)) - z(x)|^2 for continuous z, -q(z | x) . log q(z | T(x)) for "
+            "categorical z ]  (consistency; q's reading of x held fixed)"
         )
     if spec.objective.code_likelihood:
         lines.append(f"    + {spec.objective.code_likelihood:g} * E_q [ -log p(h) at h = E(x) ] (closed-form p(h))")

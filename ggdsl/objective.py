@@ -40,7 +40,9 @@ class Settings:
     code_likelihood: float = 0.0
     latent_weights: tuple[tuple[str, float], ...] | None = None  # per spec latent; None: all of them
     augment: tuple[float, float, float] | None = None  # (shift px, rotate deg, scale) of images
-    augment_targets: tuple[str, ...] = ()  # where: latent_reconstruction, discriminators
+    augment_targets: tuple[str, ...] = ()  # where: latent_reconstruction, discriminators, consistency
+    consistency: float = 0.0  # weight of q's agreement on real x and T(x) (1 when given per latent)
+    consistency_weights: tuple[tuple[str, float], ...] | None = None  # per spec latent; None: all of them
     stack_steps: bool = True  # copies of a template in one call / a scan; False: one call per node
 
 
@@ -63,7 +65,17 @@ def settings_of(plan: ModelPlan) -> Settings:
             else None
         ),
         augment_targets=tuple(spec.objective.augment["apply_to"]) if spec.objective.augment else (),
+        consistency=_overall(spec.objective.consistency),
+        consistency_weights=_per_latent(spec.objective.consistency),
     )
+
+
+def _overall(weights) -> float:
+    return (1.0 if any(weights.values()) else 0.0) if isinstance(weights, Mapping) else float(weights)
+
+
+def _per_latent(weights) -> tuple[tuple[str, float], ...] | None:
+    return tuple(sorted((k, float(v)) for k, v in weights.items())) if isinstance(weights, Mapping) else None
 
 
 def group_weights(plan: ModelPlan) -> dict[str, float]:
@@ -496,6 +508,65 @@ def latent_reconstruction(
     return total
 
 
+def _prior(plan: ModelPlan, latent: str) -> jax.Array:
+    """p(k) of a categorical latent with no parents: its ``probs``, else uniform."""
+    var = plan.spec.model[plan.analysis.templates[latent]]
+    probs = var.get("probs")
+    classes = int(var.get("classes"))
+    return jnp.asarray(probs, jnp.float32) if probs is not None else jnp.full((classes,), 1.0 / classes)
+
+
+def consistency(
+    gen: Generative,
+    plan: ModelPlan,
+    observed: Values,
+    q_values: Values,
+    q_probs: Mapping[str, jax.Array],
+    key: jax.Array,
+    *,
+    settings: Settings,
+    train: bool,
+) -> jax.Array:
+    """How far q's reading of transformed real images is from its reading of the originals.
+
+    ``T`` draws one of ``settings.augment``'s maps per real image (:func:`augment_images`).
+    For a continuous latent, the squared distance between q's draw at T(x) and at x; for a
+    categorical, the cross-entropy of q(k | T(x)) against q(k | x). q's reading of the
+    untransformed batch (``q_values``, ``q_probs``) is held fixed: it is the target, so the
+    term teaches q to read a transformed image as its original (consistency training: UDA,
+    Xie et al. 2020; the invariance behind IIC, Ji et al. 2019). Averaged over the batch,
+    summed over latents, each weighted by ``settings.consistency_weights`` where the spec
+    gives weights per latent (a latent of weight 0 is left out). The target q(k | x) is
+    balanced over the batch (:func:`balanced_assignment`), so that agreeing by sending every
+    image to one component does not pay; an exact posterior's component means are held
+    fixed, so only the extractor learns from this term.
+    """
+    key_augment, key_q = jax.random.split(key)
+    moved = augment_images(plan, observed, key_augment, settings.augment)
+    codes, probs, _ = sample_q(
+        gen, plan, moved, key_q, train=train, settings=settings, stack_steps=settings.stack_steps
+    )
+    batch = next(iter(observed.values())).shape[0]
+    weights = dict(settings.consistency_weights) if settings.consistency_weights is not None else None
+    total = jnp.zeros(())
+    for latent in plan.analysis.latent:
+        weight = 1.0 if weights is None else weights.get(plan.analysis.templates[latent], 0.0)
+        if not weight:
+            continue
+        if latent in probs:
+            posterior = probs[latent]
+            if latent in plan.analysis.exact:  # GMGAN's q(k | h): the component means held fixed
+                posterior = jax.nn.softmax(exact_logits(gen, plan, latent, codes, train=train, fixed_means=True))
+            target = balanced_assignment(jnp.log(q_probs[latent] + 1e-8), _prior(plan, latent))
+            target = jax.lax.stop_gradient(target)
+            err = -jnp.mean(jnp.sum(target * jnp.log(posterior + 1e-8), axis=-1))
+        else:
+            diff = (codes[latent] - jax.lax.stop_gradient(q_values[latent])).reshape(batch, -1)
+            err = jnp.mean(jnp.sum(diff**2, axis=-1))
+        total = total + weight * err
+    return total
+
+
 def balanced_assignment(log_joint: jax.Array, prior: jax.Array, iterations: int = 20) -> jax.Array:
     """Soft assignments of a batch to components whose batch totals follow ``prior``.
 
@@ -662,6 +733,11 @@ def losses(
         err = latent_reconstruction(gen, plan, p_values, jax.random.fold_in(key_r, 1), settings=settings, train=train)
         metrics["latent_recon"] = err
         g_loss = g_loss + settings.latent_reconstruction * err
+    if settings.consistency:
+        key_c = jax.random.fold_in(key_r, 2)
+        err = consistency(gen, plan, observed, q_values, q_probs, key_c, settings=settings, train=train)
+        metrics["consistency"] = err
+        g_loss = g_loss + settings.consistency * err
     if settings.code_likelihood:
         log_lik = code_log_likelihood(gen, plan, q_values, train=train)
         metrics["code_nll"] = -log_lik

@@ -168,6 +168,13 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
             "objective.code_likelihood: no latent of this model has a closed-form density p(h) "
             "(a categorical parent with an exact posterior, as GMGAN's k of a `normal ... net: linear` h)"
         )
+    if _recovers_latents(spec.objective.consistency) and "consistency" not in (spec.objective.augment or {}).get(
+        "apply_to", ()
+    ):
+        raise BuildError(
+            "objective.consistency: needs the maps of objective.augment, with consistency in its apply_to "
+            "(e.g. augment: {shift: 2, rotate: 15, scale: 0.1, apply_to: [consistency]})"
+        )
     if spec.objective.augment:
         targets = spec.objective.augment["apply_to"]
         if "latent_reconstruction" in targets and not _recovers_latents(spec.objective.latent_reconstruction):
@@ -175,6 +182,8 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
                 "objective.augment: applies to latent_reconstruction (where q recovers p's latents from "
                 "p's images), but objective.latent_reconstruction is 0"
             )
+        if "consistency" in targets and not _recovers_latents(spec.objective.consistency):
+            raise BuildError("objective.augment: applies to consistency, but objective.consistency (its weight) is 0")
         if not any(len(spec.model[analysis.templates[n]].shape) == 3 for n in analysis.observed):
             raise BuildError("objective.augment: no observed variable of this model is an image (shape [H, W, C])")
     result = ModelPlan(spec, analysis)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from _objective_errors import objective_line_problems
+from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
@@ -18,9 +21,12 @@ from ggdsl.explain import explain
 from ggdsl.objective import (
     affine_resample,
     augment_images,
+    balanced_assignment,
+    consistency,
     latent_reconstruction,
     losses,
     random_affine,
+    sample_q,
     settings_of,
 )
 from ggdsl.plan import plan_model
@@ -198,3 +204,120 @@ def test_augment_needs_latent_reconstruction_and_an_image():
     toy = load_spec(BUNDLED / "gmgan_toy.yaml", overrides=["objective.latent_reconstruction=1.0", AUGMENT])
     with pytest.raises(BuildError, match=r"no observed variable of this model is an image"):
         plan_model(toy)
+
+
+CONSISTENCY = (
+    "objective.augment={shift: 2, rotate: 15, scale: 0.1, apply_to: [consistency]}",
+    "objective.consistency=0.5",
+)
+
+
+def _q(gen, plan, settings, images):
+    values, probs, _ = sample_q(gen, plan, {"x": images}, jax.random.key(2), train=False, settings=settings)
+    return values, probs
+
+
+def test_consistency_compares_q_on_real_images_and_their_transformed_copies():
+    plan = plan_model(_spec(*CONSISTENCY))
+    gen, critics = build_modules(plan, 0)
+    settings = settings_of(plan)
+    assert (settings.consistency, settings.consistency_weights, settings.augment_targets) == (
+        0.5,
+        None,
+        ("consistency",),
+    )
+    images = jnp.asarray(_images(8, 8)[..., :1])
+    q_values, q_probs = _q(gen, plan, settings, images)
+    key = jax.random.key(5)
+    got = consistency(gen, plan, {"x": images}, q_values, q_probs, key, settings=settings, train=False)
+    # By hand: the same map on each image; q's code of the copy against q's code of the
+    # original, and q(k | copy) against q(k | original) balanced over the batch.
+    key_augment, key_q = jax.random.split(key)
+    moved = augment_images(plan, {"x": images}, key_augment, settings.augment)
+    codes, probs, _ = sample_q(gen, plan, moved, key_q, train=False, settings=settings)
+    squares = np.mean(np.sum((np.asarray(codes["h"]) - np.asarray(q_values["h"])) ** 2, axis=-1))
+    target = np.asarray(balanced_assignment(jnp.log(q_probs["k"] + 1e-8), jnp.full((10,), 0.1)))
+    cross = -np.mean(np.sum(target * np.log(np.asarray(probs["k"]) + 1e-8), axis=-1))
+    assert float(got) == pytest.approx(float(squares + cross), rel=1e-5)
+    only_k = settings_of(plan_model(_spec(CONSISTENCY[0], "objective.consistency={k: 2.0}")))
+    assert (only_k.consistency, only_k.consistency_weights) == (1.0, (("k", 2.0),))
+    got_k = consistency(gen, plan, {"x": images}, q_values, q_probs, key, settings=only_k, train=False)
+    assert float(got_k) == pytest.approx(2.0 * float(cross), rel=1e-5)
+    # The balanced target uses every component equally over the batch, whatever q(k | x) says.
+    np.testing.assert_allclose(target.sum(axis=0), np.full(10, 0.8), rtol=5e-3)
+    np.testing.assert_allclose(target.sum(axis=1), np.ones(8), rtol=1e-5)
+
+
+def test_consistency_of_identical_copies_is_zero_for_codes():
+    plan = plan_model(_spec(CONSISTENCY[0], "objective.consistency={h: 1.0}"))
+    gen, _ = build_modules(plan, 0)
+    settings = dataclasses.replace(settings_of(plan), augment=(0.0, 0.0, 0.0))  # every map the identity
+    images = jnp.asarray(_images(8, 8)[..., :1])
+    q_values, q_probs = _q(gen, plan, settings, images)
+    got = consistency(gen, plan, {"x": images}, q_values, q_probs, jax.random.key(5), settings=settings, train=False)
+    assert float(got) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_consistency_trains_q_towards_its_fixed_reading_of_the_original():
+    plan = plan_model(_spec(*CONSISTENCY))
+    gen, critics = build_modules(plan, 0)
+    settings = settings_of(plan)
+    images = jnp.asarray(_images(8, 8)[..., :1])
+    q_values, q_probs = _q(gen, plan, settings, images)
+
+    def term(codes, posteriors):
+        return consistency(
+            gen, plan, {"x": images}, codes, posteriors, jax.random.key(5), settings=settings, train=False
+        )
+
+    # No gradient reaches q's reading of the originals: it is the target, not a second moving side.
+    grad_codes, grad_probs = jax.grad(term, argnums=(0, 1))(q_values, q_probs)
+    assert float(jnp.max(jnp.abs(grad_codes["h"]))) == 0.0
+    assert float(jnp.max(jnp.abs(grad_probs["k"]))) == 0.0
+    # Only the extractor moves: the generators get no gradient from this term.
+    grads = nnx.grad(
+        lambda g: consistency(
+            g, plan, {"x": images}, q_values, q_probs, jax.random.key(5), settings=settings, train=False
+        )
+    )(gen)
+    norms = {
+        part: sum(float(jnp.sum(leaf**2)) for leaf in jax.tree.leaves(nnx.state(getattr(grads, part))))
+        for part in ("extractors", "generators")
+    }
+    assert norms["extractors"] > 0 and norms["generators"] == 0.0
+    # In the loss it is its own metric and adds weight * term to the generator side only.
+    batch = {"x": images}
+    plain = dataclasses.replace(settings, consistency=0.0)
+    d_on, g_on, on = losses(gen, critics, plan, batch, jax.random.key(0), settings=settings)
+    d_off, g_off, off = losses(gen, critics, plan, batch, jax.random.key(0), settings=plain)
+    assert "consistency" in on and "consistency" not in off
+    assert float(d_on) == pytest.approx(float(d_off), rel=1e-6)
+    assert float(g_on - g_off) == pytest.approx(0.5 * float(on["consistency"]), rel=1e-4)
+
+
+def test_consistency_spec_round_trip_errors_and_build_checks(tmp_path):
+    spec = _spec(*CONSISTENCY)
+    assert spec.objective.consistency == 0.5
+    assert load_spec(spec.to_yaml()) == spec
+    per_latent = _spec(CONSISTENCY[0], "objective.consistency={k: 1.0}")
+    assert per_latent.objective.consistency == {"k": 1.0}
+    assert load_spec(per_latent.to_yaml()) == per_latent
+    assert "consistency" not in _spec().to_dict()["objective"]
+    assert model_hash(per_latent) != model_hash(spec)
+    assert "+ E_data [ 1 * -q(k | x) . log q(k | T(x)) ]  (consistency; q's reading of x held fixed)" in explain(
+        per_latent
+    )
+    assert "q reads real images and their transformed copies alike" in explain(spec)
+    path, line, problems = objective_line_problems(tmp_path, "consistency: {k: -2, z: 1}")
+    assert problems == [
+        f"{path}:{line}: objective.consistency.k: must be >= 0.0, got -2.0",
+        f"{path}:{line}: objective.consistency.z: 'z' is not a latent variable (latents: h, k)",
+    ]
+    with pytest.raises(BuildError, match=r"objective.consistency: needs the maps of objective.augment"):
+        plan_model(_spec("objective.consistency=1.0"))
+    with pytest.raises(BuildError, match=r"objective.consistency: needs the maps"):
+        plan_model(_spec(AUGMENT, "objective.consistency=1.0"))
+    with pytest.raises(BuildError, match=r"applies to consistency, but objective.consistency \(its weight\) is 0"):
+        plan_model(_spec(CONSISTENCY[0]))
+    with pytest.raises(BuildError, match=r"applies to consistency, but"):
+        plan_model(_spec(CONSISTENCY[0], "objective.consistency={k: 0}"))

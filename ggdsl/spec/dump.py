@@ -77,6 +77,8 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         out["objective"]["code_likelihood"] = objective.code_likelihood
     if objective.augment:  # likewise
         out["objective"]["augment"] = thaw(objective.augment)
+    if objective.consistency:  # likewise
+        out["objective"]["consistency"] = thaw(objective.consistency)
     if objective.discriminators:
         out["objective"]["discriminators"] = {k: _net(v) for k, v in objective.discriminators.items()}
     if spec.networks:

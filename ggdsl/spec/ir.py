@@ -125,7 +125,8 @@ class ObjectiveSpec:
     reconstruction: float = 0.0
     latent_reconstruction: float | FrozenDict = 0.0  # one weight, or {latent: weight}
     code_likelihood: float = 0.0
-    augment: FrozenDict | None = None  # {shift, rotate, scale} of p's images in latent reconstruction
+    augment: FrozenDict | None = None  # {shift, rotate, scale, apply_to} of images
+    consistency: float | FrozenDict = 0.0  # q's agreement on x and T(x): one weight, or {latent: weight}
     r1: float = 0.0
     weights: str | FrozenDict = "uniform"
     discriminators: FrozenDict = field(default_factory=FrozenDict)

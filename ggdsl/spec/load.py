@@ -458,9 +458,10 @@ class _Loader:
             checked[str(name)] = number
         return freeze({**{key: checked.get(key, 0.0) for key in AUGMENT_KEYS}, "apply_to": targets})
 
-    def _latent_weights(self, value: Any, model: Mapping[str, Variable] | None) -> float | FrozenDict:
-        """``latent_reconstruction``: one weight for every latent, or {latent: weight}."""
-        path = "objective.latent_reconstruction"
+    def _latent_weights(
+        self, value: Any, model: Mapping[str, Variable] | None, path: str = "objective.latent_reconstruction"
+    ) -> float | FrozenDict:
+        """``latent_reconstruction`` (or ``consistency``): one weight for every latent, or {latent: weight}."""
         if not isinstance(value, Mapping):
             number, message = check_float(0.0)(value)
             if message:
@@ -512,6 +513,7 @@ class _Loader:
             latent_reconstruction=self._latent_weights(values.get("latent_reconstruction", 0.0), model),
             code_likelihood=values.get("code_likelihood", 0.0),
             augment=self._augment(values.get("augment")),
+            consistency=self._latent_weights(values.get("consistency", 0.0), model, "objective.consistency"),
             r1=values.get("r1", 0.0),
             weights=weights,
             discriminators=freeze(parsed),

@@ -268,7 +268,7 @@ def node_type_names() -> tuple[str, ...]:
 # objective.augment: each key's largest value (pixels, degrees, fraction of the size), and
 # the terms it may apply to (`apply_to`; the first one when unset).
 AUGMENT_KEYS: dict[str, float] = {"shift": 16.0, "rotate": 180.0, "scale": 0.9}
-AUGMENT_TARGETS: tuple[str, ...] = ("latent_reconstruction", "discriminators")
+AUGMENT_TARGETS: tuple[str, ...] = ("latent_reconstruction", "discriminators", "consistency")
 
 # Sections other than `model`: key tables shared by the loader, builder and docs.
 INFERENCE_KEYS: dict[str, Key] = {
@@ -306,7 +306,17 @@ OBJECTIVE_KEYS: dict[str, Key] = {
         "[...]}, each drawn uniformly in +-value per image (the frames of one video share one transform). "
         "`apply_to`: `latent_reconstruction` (the default: q recovers p's latents from transformed samples of "
         "p, so the extractor learns from more than p's exact samples) and/or `discriminators` (every "
-        "discriminator sees transformed images on both sides, as DiffAugment; Zhao et al. 2020); off when unset",
+        "discriminator sees transformed images on both sides, as DiffAugment; Zhao et al. 2020) and/or "
+        "`consistency` (the maps of `objective.consistency`); off when unset",
+    ),
+    "consistency": Key(
+        lambda v: (v, None),
+        default=0.0,
+        doc="weight of q's agreement on a real image and its transformed copy T(x), T a random map of "
+        "`objective.augment` (which must list `consistency` in `apply_to`), q's reading of x held fixed: "
+        "|z(T(x)) - z(x)|^2 for continuous latents, the cross-entropy of q(k | T(x)) against q(k | x) for "
+        "categoricals (consistency training, Xie et al. 2020); one number for every latent, or "
+        "{latent: weight} (`{k: 1}`: only the component must agree)",
     ),
     "r1": Key(
         check_float(0.0),
