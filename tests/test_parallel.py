@@ -44,8 +44,15 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def _xla_flags(devices: int) -> str:
+    """The session's XLA flags (conftest.py turns XLA's backend optimisation down) and N host devices."""
+    import os
+
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+
+
 def test_four_devices_match_one_device(tmp_path):
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu", "GGDSL_CACHE_DIR": "off"}
+    env = {"XLA_FLAGS": _xla_flags(4), "JAX_PLATFORMS": "cpu", "GGDSL_CACHE_DIR": "off"}
     import os
 
     result = subprocess.run(
@@ -84,7 +91,7 @@ def _train_cli(out, devices_per_process: int, extra: list[str]) -> subprocess.Po
 
     env = {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+        "XLA_FLAGS": _xla_flags(devices_per_process),
         "JAX_PLATFORMS": "cpu",
         "GGDSL_CACHE_DIR": "off",
     }
