@@ -49,14 +49,13 @@ class Settings:
 def settings_of(plan: ModelPlan) -> Settings:
     spec = plan.spec
     latent = spec.objective.latent_reconstruction
-    per_latent = isinstance(latent, Mapping)
     return Settings(
         spec.inference.discrete,
         float(spec.inference.temperature),
         float(spec.objective.reconstruction),
-        (1.0 if any(latent.values()) else 0.0) if per_latent else float(latent),
+        _overall(latent),
         float(spec.objective.r1),
-        latent_weights=tuple(sorted((k, float(v)) for k, v in latent.items())) if per_latent else None,
+        latent_weights=_per_latent(latent),
         instance_noise=float(spec.objective.instance_noise),
         code_likelihood=float(spec.objective.code_likelihood),
         augment=(
@@ -70,11 +69,18 @@ def settings_of(plan: ModelPlan) -> Settings:
     )
 
 
+def _weight(plan: ModelPlan, weights: tuple[tuple[str, float], ...] | None, latent: str) -> float:
+    """The weight of one unrolled latent under :func:`_per_latent` weights (unlisted: 0)."""
+    return 1.0 if weights is None else dict(weights).get(plan.analysis.templates[latent], 0.0)
+
+
 def _overall(weights) -> float:
+    """The weight a term is scaled by: one number, or 1 where weights are given per latent."""
     return (1.0 if any(weights.values()) else 0.0) if isinstance(weights, Mapping) else float(weights)
 
 
 def _per_latent(weights) -> tuple[tuple[str, float], ...] | None:
+    """Per-latent weights as a hashable tuple, or None where one number covers every latent."""
     return tuple(sorted((k, float(v)) for k, v in weights.items())) if isinstance(weights, Mapping) else None
 
 
@@ -494,9 +500,8 @@ def latent_reconstruction(
     )
     batch = next(iter(observed.values())).shape[0]
     total = jnp.zeros(())
-    weights = dict(settings.latent_weights) if settings.latent_weights is not None else None
     for latent in plan.analysis.latent:
-        weight = 1.0 if weights is None else weights.get(plan.analysis.templates[latent], 0.0)
+        weight = _weight(plan, settings.latent_weights, latent)
         if not weight:
             continue
         if latent in probs:
@@ -547,10 +552,9 @@ def consistency(
         gen, plan, moved, key_q, train=train, settings=settings, stack_steps=settings.stack_steps
     )
     batch = next(iter(observed.values())).shape[0]
-    weights = dict(settings.consistency_weights) if settings.consistency_weights is not None else None
     total = jnp.zeros(())
     for latent in plan.analysis.latent:
-        weight = 1.0 if weights is None else weights.get(plan.analysis.templates[latent], 0.0)
+        weight = _weight(plan, settings.consistency_weights, latent)
         if not weight:
             continue
         if latent in probs:
@@ -606,10 +610,8 @@ def code_log_likelihood(gen: Generative, plan: ModelPlan, q_values: Values, *, t
     for latent in plan.analysis.exact:
         child = plan.analysis.q_parents[latent][0]
         child_var, std_key = _definition(plan, child)
-        k_var = plan.spec.model[plan.analysis.templates[latent]]
-        classes = int(k_var.get("classes"))
-        probs = k_var.get("probs")
-        prior = jnp.asarray(probs, jnp.float32) if probs is not None else jnp.full((classes,), 1.0 / classes)
+        probs = plan.spec.model[plan.analysis.templates[latent]].get("probs")
+        prior = _prior(plan, latent)
         h = q_values[child]
         dims = h.reshape(h.shape[0], -1).shape[-1]
         std = jnp.broadcast_to(_std(gen, child_var, std_key), h.shape).reshape(h.shape[0], -1)
