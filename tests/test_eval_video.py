@@ -1,8 +1,8 @@
 """Video evaluations of an SSGAN: reconstruction per frame, sample strips and GIFs, motion
 analogies; and the digit classifier that scores analogies, on real canvases.
 
-One tiny SSGAN (the bundled Moving-MNIST T=4 spec on scikit-learn's digits, 3 training
-steps) is trained for the whole module: compiling it dominates the cost.
+One tiny SSGAN (the bundled 32-pixel moving-digits T=4 spec, 3 training steps) is trained
+for the whole module: compiling it dominates the cost.
 """
 
 from __future__ import annotations
@@ -21,20 +21,23 @@ from ggdsl.evaluate.video import analogy_pairs, crop_digits, digit_classifier, m
 from ggdsl.run import Run, load_run
 from ggdsl.train import compile_and_train
 
-STEPS = 4  # frames per video in ssgan_moving_mnist_t4
+SPEC = "ssgan_moving_digits_t4_cpu"
+STEPS = 4  # frames per video in SPEC
+SIZE = 32  # its frames are SIZE x SIZE
+H, V = 32, 4  # its content and motion sizes
 VIDEOS = 16  # per split
-FRAME = 64 + 1  # a 64-pixel frame and its separator in a strip
+FRAME = 2 * SIZE + 1  # a frame, upscaled to at least 64 pixels, and its separator in a strip
+DATA = {"images": "digits", "canvas": SIZE, "speed": 1.8}  # SPEC's data options
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Run:
     result = compile_and_train(
-        "ssgan_moving_mnist_t4",
+        SPEC,
         out=tmp_path_factory.mktemp("ssgan"),
         progress=False,
         evaluate_at_end=False,
         overrides=[
-            "data.images=digits",
             f"data.num_examples={VIDEOS}",
             "train.batch_size=4",
             "train.steps=3",
@@ -81,13 +84,13 @@ def _pixels(path) -> np.ndarray:
 def test_video_reconstruction(run: Run, evaluated) -> None:
     results, cache = evaluated
     x, recon = cache["recon"]
-    assert x.shape == recon.shape == (VIDEOS, STEPS, 64, 64, 1)
+    assert x.shape == recon.shape == (VIDEOS, STEPS, SIZE, SIZE, 1)
     per_frame = results["video_reconstruction_mse_per_frame"]
     assert len(per_frame) == STEPS and all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in per_frame)
     np.testing.assert_allclose(per_frame, ((x - recon) ** 2).mean((0, 2, 3, 4)), rtol=1e-6)
     assert results["video_reconstruction_mse"] == pytest.approx(np.mean(per_frame), rel=1e-6)
     # held-out videos: the test split
-    test = load_dataset("moving_digits", {"images": "digits", "steps": STEPS, "num_examples": VIDEOS}, "test")
+    test = load_dataset("moving_digits", {**DATA, "steps": STEPS, "num_examples": VIDEOS}, "test")
     np.testing.assert_array_equal(x, test.features["video"])
     path = run.dir.figures_dir / results["video_reconstruction_figure"]
     pixels = _pixels(path)
@@ -129,8 +132,8 @@ def test_analogy_takes_content_and_motion_from_q(run: Run, evaluated) -> None:
     videos = cache["test"][0]["x"]
     a, b = videos[:3], videos[3:6]
     made = run.analogy(a, b, key=7)
-    assert made["x"].shape == (3, STEPS, 64, 64, 1)
-    assert made["h"].shape == (3, 128) and made["v"].shape == (3, STEPS, 8)
+    assert made["x"].shape == (3, STEPS, SIZE, SIZE, 1)
+    assert made["h"].shape == (3, H) and made["v"].shape == (3, STEPS, V)
     # the same as inferring each part and generating with it clamped
     import jax
 
@@ -147,20 +150,20 @@ def test_analogy_takes_content_and_motion_from_q(run: Run, evaluated) -> None:
 
 
 def test_generate_checks_what_it_is_given(run: Run) -> None:
-    h = np.zeros((2, 128), np.float32)
+    h = np.zeros((2, H), np.float32)
     with pytest.raises(EvalError, match="'x' is not a latent variable"):
-        run.generate({"x": np.zeros((2, STEPS, 64, 64, 1))})
-    with pytest.raises(EvalError, match=r"'v' has shape \(2, 8\), expected \(n, 4, 8\)"):
-        run.generate({"h": h, "v": np.zeros((2, 8))})
+        run.generate({"x": np.zeros((2, STEPS, SIZE, SIZE, 1))})
+    with pytest.raises(EvalError, match=rf"'v' has shape \(2, {V}\), expected \(n, {STEPS}, {V}\)"):
+        run.generate({"h": h, "v": np.zeros((2, V))})
     with pytest.raises(EvalError, match=r"different first dimensions \[2, 3\]"):
-        run.generate({"h": h, "v": np.zeros((3, STEPS, 8))})
+        run.generate({"h": h, "v": np.zeros((3, STEPS, V))})
     with pytest.raises(EvalError, match="nothing is fixed"):
         run.generate({})
     with pytest.raises(EvalError, match="pass as many of each"):
-        run.analogy(np.zeros((2, STEPS, 64, 64, 1)), np.zeros((3, STEPS, 64, 64, 1)))
+        run.analogy(np.zeros((2, STEPS, SIZE, SIZE, 1)), np.zeros((3, STEPS, SIZE, SIZE, 1)))
     clamped = run.generate({"h": h}, 1)
     np.testing.assert_array_equal(clamped["h"], h)
-    assert clamped["v"].shape == (2, STEPS, 8) and clamped["x"].shape == (2, STEPS, 64, 64, 1)
+    assert clamped["v"].shape == (2, STEPS, V) and clamped["x"].shape == (2, STEPS, SIZE, SIZE, 1)
 
 
 def _with_data(run: Run, **changes) -> Run:
