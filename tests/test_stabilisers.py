@@ -104,7 +104,7 @@ def test_ema_tracks_the_generator_and_is_what_runs_use():
     state = compiled.init_state(0)
     for a, b in zip(jax.tree.leaves(state["g_ema"]), jax.tree.leaves(state["g_params"]), strict=True):
         np.testing.assert_array_equal(a, b)
-    step = compiled.make_step(jax.random.key(0), jit=False)
+    step = compiled.make_step(jax.random.key(0))
     old_ema = jax.tree.map(np.array, state["g_ema"])
     state, _ = step(state, _batch())
     expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, old_ema, state["g_params"])
