@@ -178,7 +178,10 @@ def explain(spec: Spec) -> str:
         label = _net_label(plan, "discriminators", "global") if plan else ""
         lines.append(f"  D({names})" + (f"   [{label}]" if label else ""))
     else:
-        lines.append("Local factors A = {v} ∪ pa(v) (subsets of others dropped) and their discriminators:")
+        header = "Local factors A = {v} ∪ pa(v) (subsets of others dropped)"
+        if spec.objective.marginals:
+            header += ", the marginals " + ", ".join(f"{{{v}}}" for v in spec.objective.marginals) + ","
+        lines.append(header + " and their discriminators:")
         for group, factors in analysis.groups().items():
             copies = f"{len(factors)} copies, shared" if len(factors) > 1 else "1 copy"
             label = _net_label(plan, "discriminators", group) if plan else ""

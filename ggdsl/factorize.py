@@ -187,6 +187,20 @@ def local_factors(graph: nx.DiGraph, order: tuple[str, ...], steps: dict, templa
     return tuple(factors)
 
 
+def marginal_factors(marginals: tuple[str, ...], nodes: tuple[str, ...], steps: dict, templates: dict, first: set):
+    """A = {v} for each observed variable named in ``objective.marginals``, after the local factors.
+
+    Each unrolled node of the variable is a factor; the steps of a time variable share one
+    discriminator, as its local factors do.
+    """
+    factors = []
+    for node in nodes:
+        if templates[node] in marginals:
+            name = factor_name(node, (), steps, templates, False)
+            factors.append(Factor(name, (node,), name, node, steps[node]))
+    return tuple(factors)
+
+
 def analyze(spec: Spec, family: str | None = None) -> Analysis:
     """Analyse a spec's graph: p and q parents, exact posteriors, local factors.
 
@@ -222,6 +236,7 @@ def analyze(spec: Spec, family: str | None = None) -> Analysis:
         q_groups=q_groups,
         order=order,
         exact=exact_posteriors(spec, graph, q_parents, templates),
-        factors=local_factors(graph, nodes, steps, templates, first),
+        factors=local_factors(graph, nodes, steps, templates, first)
+        + marginal_factors(spec.objective.marginals, nodes, steps, templates, first),
         first=frozenset(first),
     )

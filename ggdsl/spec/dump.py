@@ -79,6 +79,8 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         out["objective"]["augment"] = thaw(objective.augment)
     if objective.consistency:  # likewise
         out["objective"]["consistency"] = thaw(objective.consistency)
+    if objective.marginals:  # likewise
+        out["objective"]["marginals"] = list(objective.marginals)
     if objective.discriminators:
         out["objective"]["discriminators"] = {k: _net(v) for k, v in objective.discriminators.items()}
     if spec.networks:

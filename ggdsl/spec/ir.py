@@ -130,6 +130,7 @@ class ObjectiveSpec:
     r1: float = 0.0
     weights: str | FrozenDict = "uniform"
     discriminators: FrozenDict = field(default_factory=FrozenDict)
+    marginals: tuple[str, ...] = ()  # observed variables with a unary discriminator D(v)
     video: str = "concat"
     spectral_norm: bool = False
     instance_noise: float = 0.0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -482,6 +482,31 @@ class _Loader:
             checked[str(name)] = number
         return freeze(checked)
 
+    def _marginals(self, value: Any, model: Mapping[str, Variable] | None, divergence: Any) -> tuple[str, ...]:
+        """``marginals``: a list of observed variables, each at most once, under the local divergence."""
+        path = "objective.marginals"
+        if value is None:
+            return ()
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            self.error(path, f"expected a list of observed variables, got {value!r}")
+            return ()
+        observed = [v.name for v in model.values() if v.observed] if model is not None else None
+        names: list[str] = []
+        for index, name in enumerate(value):
+            where = join(path, index)
+            if not isinstance(name, str):
+                self.error(where, f"expected a variable name, got {name!r}")
+            elif observed is not None and name not in observed:
+                self.error(where, f"'{name}' is not an observed variable (observed: {_known(observed)})")
+            elif name in names:
+                self.error(where, f"'{name}' is listed twice")
+            else:
+                names.append(name)
+        if names and divergence == "global":
+            self.error(path, "marginal discriminators sit beside local factors; `divergence: global` has one D")
+            return ()
+        return tuple(names)
+
     def _objective(self, raw: Any, model: Mapping[str, Variable] | None = None) -> ObjectiveSpec:
         values = _check_keys(self.ctx, {} if raw is None else raw, "objective", OBJECTIVE_KEYS)
         if values is None:
@@ -508,6 +533,7 @@ class _Loader:
                 parsed[str(factor)] = self._net_ref(net, join("objective.discriminators", factor))
         return ObjectiveSpec(
             divergence=values.get("divergence", "local"),
+            marginals=self._marginals(values.get("marginals", ()), model, values.get("divergence", "local")),
             loss=values.get("loss", "bce"),
             reconstruction=values.get("reconstruction", 0.0),
             latent_reconstruction=self._latent_weights(values.get("latent_reconstruction", 0.0), model),

@@ -318,6 +318,13 @@ OBJECTIVE_KEYS: dict[str, Key] = {
         "categoricals (consistency training, Xie et al. 2020); one number for every latent, or "
         "{latent: weight} (`{k: 1}`: only the component must agree)",
     ),
+    "marginals": Key(
+        lambda v: (v, None),
+        default=(),
+        doc="observed variables whose marginal gets a discriminator of its own beside the local factors, "
+        "real against generated (a unary term, as BigBiGAN's s_x; Donahue and Simonyan 2019): `[x]` adds "
+        "D(x), named `x`, weighted like any factor; local divergence only",
+    ),
     "r1": Key(
         check_float(0.0),
         default=0.0,
