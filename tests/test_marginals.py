@@ -60,12 +60,14 @@ def test_the_marginal_reads_real_images_against_p_s_images_and_never_q_s_codes()
     plan = plan_model(_spec("objective.marginals=[x]"))
     settings, key = settings_of(plan), jax.random.key(2)
 
+    traced = nnx.jit(lambda gen, critics, batch: losses(gen, critics, plan, batch, key, settings=settings)[2])
+
     def metrics(moved: str | None = None, batch=None):
         gen, critics = build_modules(plan, 0)
         if moved is not None:
             nets = getattr(gen, moved)
             nnx.update(nets, jax.tree.map(lambda a: a * 1.5 + 0.1, nnx.state(nets)))
-        return losses(gen, critics, plan, _batch() if batch is None else batch, key, settings=settings)[2]
+        return traced(gen, critics, _batch() if batch is None else batch)
 
     before = metrics()
     assert {"d_loss/x", "d_acc/x"} <= set(before)
