@@ -187,7 +187,7 @@ def local_factors(graph: nx.DiGraph, order: tuple[str, ...], steps: dict, templa
     return tuple(factors)
 
 
-def marginal_factors(marginals: tuple[str, ...], nodes: tuple[str, ...], steps: dict, templates: dict, first: set):
+def marginal_factors(marginals: tuple[str, ...], nodes: tuple[str, ...], steps: dict, templates: dict) -> tuple:
     """A = {v} for each observed variable named in ``objective.marginals``, after the local factors.
 
     Each unrolled node of the variable is a factor; the steps of a time variable share one
@@ -237,6 +237,6 @@ def analyze(spec: Spec, family: str | None = None) -> Analysis:
         order=order,
         exact=exact_posteriors(spec, graph, q_parents, templates),
         factors=local_factors(graph, nodes, steps, templates, first)
-        + marginal_factors(spec.objective.marginals, nodes, steps, templates, first),
+        + marginal_factors(spec.objective.marginals, nodes, steps, templates),
         first=frozenset(first),
     )
