@@ -190,11 +190,16 @@ def explain(spec: Spec) -> str:
                 f"  D[{group}]  w={weights[group]:.3g}  {copies}: {variables}" + (f"   [{label}]" if label else "")
             )
     lines.append("")
-    lines.append("Objective (bce, the JS estimate):")
-    lines.append("  discriminators: max_D  sum_A w_A ( E_q[log D_A(A)] + E_p[log(1 - D_A(A))] )")
-    lines.append(
-        "  generators and extractors (non-saturating): min  sum_A w_A ( -E_p[log D_A(A)] - E_q[log(1 - D_A(A))] )"
-    )
+    if spec.objective.loss == "hinge":
+        lines.append("Objective (hinge):")
+        lines.append("  discriminators: min_D  sum_A w_A ( E_q[relu(1 - D_A(A))] + E_p[relu(1 + D_A(A))] )")
+        lines.append("  generators and extractors: min  sum_A w_A ( E_q[D_A(A)] - E_p[D_A(A)] )")
+    else:
+        lines.append("Objective (bce, the JS estimate):")
+        lines.append("  discriminators: max_D  sum_A w_A ( E_q[log D_A(A)] + E_p[log(1 - D_A(A))] )")
+        lines.append(
+            "  generators and extractors (non-saturating): min  sum_A w_A ( -E_p[log D_A(A)] - E_q[log(1 - D_A(A))] )"
+        )
     if spec.objective.reconstruction:
         lines.append(f"    + {spec.objective.reconstruction:g} * E_q |x - G(E(x))|^2")
     latent = spec.objective.latent_reconstruction

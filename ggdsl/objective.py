@@ -9,6 +9,9 @@ tuples (data and recognition samples) are labelled 1 and p-side tuples (ancestra
 samples) 0. The discriminators minimise ``softplus(-D(q)) + softplus(D(p))``; generators
 and extractors minimise the non-saturating ``softplus(-D(p)) + softplus(D(q))``. Copies
 of one template share D and are averaged; groups are weighted (uniform by default).
+
+``loss: hinge`` (SAGAN, BigGAN, BigBiGAN) has the discriminators minimise
+``relu(1 - D(q)) + relu(1 + D(p))`` and the generators and extractors ``D(q) - D(p)``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Settings:
     augment_targets: tuple[str, ...] = ()  # where: latent_reconstruction, discriminators, consistency
     consistency: float = 0.0  # weight of q's agreement on real x and T(x) (1 when given per latent)
     consistency_weights: tuple[tuple[str, float], ...] | None = None  # per spec latent; None: all of them
+    loss: str = "bce"  # bce or hinge
     stack_steps: bool = True  # copies of a template in one call / a scan; False: one call per node
 
 
@@ -56,6 +60,7 @@ def settings_of(plan: ModelPlan) -> Settings:
         _overall(latent),
         float(spec.objective.r1),
         latent_weights=_per_latent(latent),
+        loss=spec.objective.loss,
         instance_noise=float(spec.objective.instance_noise),
         code_likelihood=float(spec.objective.code_likelihood),
         augment=(
@@ -662,6 +667,19 @@ def r1_penalties(critics: Critics, plan: ModelPlan, values: Values, *, train: bo
     return out
 
 
+def _adversarial(loss: str, lq: jax.Array, lp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(discriminator loss, generators' loss per example) of one group's logits.
+
+    ``lq`` and ``lp`` are ``(copies, batch)`` logits at q-side and p-side tuples; the
+    generators' loss is averaged over copies, so it stays per example.
+    """
+    if loss == "hinge":
+        d_group = jnp.mean(jax.nn.relu(1.0 - lq)) + jnp.mean(jax.nn.relu(1.0 + lp))
+        return d_group, jnp.mean(lq - lp, axis=0)
+    d_group = jnp.mean(jax.nn.softplus(-lq)) + jnp.mean(jax.nn.softplus(lp))
+    return d_group, jnp.mean(jax.nn.softplus(-lp) + jax.nn.softplus(lq), axis=0)
+
+
 def losses(
     gen: Generative,
     critics: Critics,
@@ -714,8 +732,7 @@ def losses(
     g_per_example = jnp.zeros((batch_size,))
     for group in plan.discriminators:
         lq, lp = logits_q[group], logits_p[group]
-        d_group = jnp.mean(jax.nn.softplus(-lq)) + jnp.mean(jax.nn.softplus(lp))
-        g_group = jnp.mean(jax.nn.softplus(-lp) + jax.nn.softplus(lq), axis=0)
+        d_group, g_group = _adversarial(settings.loss, lq, lp)
         d_loss = d_loss + weights[group] * d_group
         g_per_example = g_per_example + weights[group] * g_group
         metrics[f"d_loss/{group}"] = d_group

@@ -284,7 +284,13 @@ INFERENCE_KEYS: dict[str, Key] = {
 
 OBJECTIVE_KEYS: dict[str, Key] = {
     "divergence": Key(check_choice("local", "global"), default="local", doc="local factors or one joint D"),
-    "loss": Key(check_choice("bce"), default="bce", doc="the divergence estimate"),
+    "loss": Key(
+        check_choice("bce", "hinge"),
+        default="bce",
+        doc="the divergence estimate: bce (the JS estimate of the paper, non-saturating for the generators) or "
+        "hinge (SAGAN, BigGAN and BigBiGAN's: the discriminators minimise relu(1 - D) on q's side and "
+        "relu(1 + D) on p's, the generators and extractors D(q) - D(p))",
+    ),
     "reconstruction": Key(check_float(0.0), default=0.0, doc="weight of |x - G(E(x))|^2"),
     "latent_reconstruction": Key(
         lambda v: (v, None),
