@@ -76,6 +76,16 @@ def test_training_logs_video_evaluations(run: Run) -> None:
     assert 0.0 <= records[0]["eval/motion_analogy_content_accuracy"] <= 1.0
 
 
+def test_the_spec_trains_with_finite_losses_on_both_factors(run: Run) -> None:
+    """The training records of SPEC (the one 32-pixel local SSGAN that test_time does not
+    step itself): every step logged, each factor's discriminator reported, all finite."""
+    records = [r for r in run.dir.read_metrics() if "d_loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for record in records:
+        assert {"d_loss", "g_loss", "d_acc/x|h,v", "d_acc/v|v[t-1]", "d_loss/x|h,v", "d_loss/v|v[t-1]"} <= set(record)
+        assert all(np.isfinite(v) for k, v in record.items() if k != "step"), record
+
+
 def _pixels(path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))

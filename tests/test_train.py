@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import jax
@@ -280,8 +279,6 @@ def test_cli_sample_writes_png(digits_runs, tmp_path):
 
 # ----------------------------------------------------------------------------- toy recovery
 
-TOY_BUDGET_S = 60.0
-
 
 def test_toy_data_is_not_pixel_scaled():
     spec = load_spec(BUNDLED / "gmgan_toy.yaml")
@@ -300,25 +297,22 @@ def test_toy_data_is_not_pixel_scaled():
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-    start = time.perf_counter()
-    result = compile_and_train("gmgan_toy", out=tmp_path_factory.mktemp("toy"), progress=False)
-    return result, time.perf_counter() - start
+    return compile_and_train("gmgan_toy", out=tmp_path_factory.mktemp("toy"), progress=False)
 
 
 def test_toy_recovers_the_clusters(toy_run):
-    result, seconds = toy_run
+    result = toy_run
     spec = load_spec(RunDir(result.run_dir).spec_path)
     assert result.step == spec.train.steps
     assert result.evaluation["clustering_accuracy"] > 0.95, result.evaluation
     assert result.evaluation["clusters_used"] == spec.model["k"].get("classes")
-    assert seconds < TOY_BUDGET_S
 
 
 # ----------------------------------------------------------------------------- load_run, eval
 
 
 def test_load_run_sample_and_infer(toy_run):
-    result, _ = toy_run
+    result = toy_run
     run = load_run(result.run_dir)
     samples = run.sample(16, jax.random.key(3))
     assert {k: v.shape for k, v in samples.items()} == {"k": (16, 4), "h": (16, 32), "x": (16, 2)}
@@ -342,7 +336,7 @@ def test_component_purity_on_the_trained_toy(toy_run):
     """On the 4 separated blobs, each component draws one blob, all 4 are drawn, q recovers them."""
     from ggdsl.evaluate.run_eval import run_evaluations
 
-    result, _ = toy_run
+    result = toy_run
     run = load_run(result.run_dir)
     out = run_evaluations(run, ["component_purity"])
     assert out["component_classifier_accuracy"] > 0.99
@@ -353,7 +347,7 @@ def test_component_purity_on_the_trained_toy(toy_run):
 def test_component_purity_names_non_finite_components(toy_run, monkeypatch):
     from ggdsl.evaluate.run_eval import run_evaluations
 
-    result, _ = toy_run
+    result = toy_run
     run = load_run(result.run_dir)
     real_generate = run.generate
 
@@ -369,7 +363,7 @@ def test_component_purity_names_non_finite_components(toy_run, monkeypatch):
 
 
 def test_cli_eval_writes_eval_json(toy_run, capsys):
-    result, _ = toy_run
+    result = toy_run
     run_dir = RunDir(result.run_dir)
     run_dir.eval_path.unlink()
     assert main(["eval", str(result.run_dir)]) == 0
