@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -90,10 +90,23 @@ class Compiled:
     d_def: Any
     g_tx: optax.GradientTransformation
     d_tx: optax.GradientTransformation
+    _jitted: dict[str, Callable] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def jitted(self, name: str, fn: Callable, **jit_options: Any) -> Callable:
+        """``jax.jit(fn, **jit_options)``, made once per compiled model and ``name``.
+
+        A function of this model's arrays only (parameters, batches, keys), it is traced and
+        compiled once and reused: evaluations every ``eval_every`` steps, each selection
+        score and every :class:`~ggdsl.run.Run` of the model share one program instead of
+        tracing a fresh closure each time. The first ``fn`` given a name is the one kept.
+        """
+        if name not in self._jitted:
+            self._jitted[name] = jax.jit(fn, **jit_options)
+        return self._jitted[name]
 
     def init_state(self, seed: int) -> TrainState:
         """Fresh parameters and optimiser states from ``seed`` (built in one compiled call)."""
-        return jax.jit(self._init_state, static_argnums=0)(int(seed))
+        return self.jitted("init_state", self._init_state, static_argnums=0)(int(seed))
 
     def _init_state(self, seed: int) -> TrainState:
         generative, critics = build_modules(self.plan, seed)

@@ -106,7 +106,7 @@ class Run:
             gen = compiled.generative({"g_params": g_params, "g_rest": g_rest})
             return sample_p(gen, compiled.plan, n, key, train=False, settings=compiled.settings, fixed=fixed)
 
-        return jax.jit(fn, static_argnums=3)
+        return compiled.jitted("sample", fn, static_argnums=3)
 
     @cached_property
     def _infer_fn(self):
@@ -119,7 +119,7 @@ class Run:
             latents = {n: values[n] for n in compiled.plan.analysis.latent}
             return latents, probs
 
-        return jax.jit(fn)
+        return compiled.jitted("infer", fn)
 
     def sample(
         self, n: int, key: int | jax.Array = 0, *, fixed: Mapping[str, Any] | None = None

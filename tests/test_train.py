@@ -399,3 +399,20 @@ def test_a_failing_start_leaves_no_run_folder(tmp_path):
     with pytest.raises(BuildError, match="optax has no optimiser 'adamm'"):
         compile_and_train("gmgan_digits", out=tmp_path, overrides=["train.optimizer.name=adamm"], progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluations_of_one_model_reuse_one_compiled_program(toy_run):
+    """Evaluating a model again (as every ``eval_every`` steps does, each time with new
+    weights) traces nothing new: one program per evaluation function, not one per call."""
+    from ggdsl.evaluate.run_eval import run_evaluations
+    from ggdsl.run import Run
+
+    loaded = load_run(toy_run.run_dir)
+    compiled = loaded.compiled
+    names = ["clustering_accuracy", "reconstruction_mse", "factor_divergences"]
+    first = run_evaluations(Run.from_state(compiled, loaded.state, loaded.dir, loaded.step), names)
+    moved = jax.tree.map(lambda a: a * 0.5 if jnp.issubdtype(a.dtype, jnp.floating) else a, loaded.state)
+    second = run_evaluations(Run.from_state(compiled, moved, loaded.dir, loaded.step), names)
+    assert second["reconstruction_mse"] != pytest.approx(first["reconstruction_mse"])  # new weights were read
+    assert {"infer", "reconstruction", "factor_accuracies"} <= set(compiled._jitted)
+    assert {name: fn._cache_size() for name, fn in compiled._jitted.items()} == dict.fromkeys(compiled._jitted, 1)

@@ -100,12 +100,13 @@ def _reconstruction(run: Run, cache: dict) -> tuple[np.ndarray, np.ndarray]:
         x, _ = _test_data(run, cache)
         compiled = run.compiled
 
-        @jax.jit
-        def fn(g_params, g_rest, batch, key):
+        def reconstruction(g_params, g_rest, batch, key):
             gen = compiled.generative({"g_params": g_params, "g_rest": g_rest})
             observed = split_observed(compiled.plan, batch)
             values, _, _ = sample_q(gen, compiled.plan, observed, key, train=False, settings=compiled.settings)
             return reconstruct(gen, compiled.plan, values, key, train=False)
+
+        fn = compiled.jitted("reconstruction", reconstruction)
 
         name = run.spec.observed[0]
         n = len(x[name])
@@ -270,8 +271,7 @@ def factor_divergences(run: Run, cache: dict) -> dict[str, Any]:
     x, _ = _test_data(run, cache)
     compiled = run.compiled
 
-    @jax.jit
-    def fn(state, batch, key):
+    def accuracies(state, batch, key):
         gen = compiled.generative(state)
         critics = compiled.critics(state)
         observed = split_observed(compiled.plan, batch)
@@ -281,6 +281,8 @@ def factor_divergences(run: Run, cache: dict) -> dict[str, Any]:
         lq = discriminator_logits(critics, compiled.plan, q_values, train=False)
         lp = discriminator_logits(critics, compiled.plan, p_values, train=False)
         return {g: 0.5 * (jnp.mean(lq[g] > 0) + jnp.mean(lp[g] < 0)) for g in lq}
+
+    fn = compiled.jitted("factor_accuracies", accuracies)
 
     n = min(len(next(iter(x.values()))), 2000)
     accs = [
