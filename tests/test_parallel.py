@@ -12,54 +12,12 @@ import pytest
 from ggdsl.errors import TrainError
 from ggdsl.train import DataParallel
 
-SCRIPT = textwrap.dedent(
-    """
-    import sys
-    import jax
-    import numpy as np
-    from ggdsl.train import compile_and_train, restore_state
-    from ggdsl.compiled import compile_spec
-    from ggdsl.runs import RunDir
-    from ggdsl.spec.load import load_spec
-
-    assert len(jax.devices()) == 4, jax.devices()
-    out = sys.argv[1]
-    # Plain SGD: Adam's first steps move every weight by about its learning rate whatever the
-    # gradient's size, which turns float-rounding differences of near-zero gradients into
-    # differences of order lr; SGD keeps them at rounding size.
-    common = ["train.steps=6", "train.batch_size=16", "train.log_every=3", "train.checkpoint_every=6", "eval=[]",
-              "train.optimizer={name: sgd, learning_rate: 0.05}"]
-    finals = []
-    for devices in (1, 4):
-        overrides = [*common, f"train.devices={devices}"]
-        result = compile_and_train("gmgan_digits", out=f"{out}/d{devices}", overrides=overrides, progress=False)
-        spec = load_spec(str(result.run_dir / "spec.yaml"))
-        state, _ = restore_state(compile_spec(spec), RunDir(result.run_dir))
-        leaves = jax.tree.leaves(state["g_params"]) + jax.tree.leaves(state["d_params"])
-        finals.append([np.asarray(leaf) for leaf in leaves])
-    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(*finals, strict=True))
-    print("max abs difference", worst)
-    assert worst < 1e-4, worst
-    """
-)
-
 
 def _xla_flags(devices: int) -> str:
     """The session's XLA flags (conftest.py turns XLA's backend optimisation down) and N host devices."""
     import os
 
     return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
-
-
-def test_four_devices_match_one_device(tmp_path):
-    env = {"XLA_FLAGS": _xla_flags(4), "JAX_PLATFORMS": "cpu", "GGDSL_CACHE_DIR": "off"}
-    import os
-
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, env={**os.environ, **env}
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "max abs difference" in result.stdout
 
 
 def test_batch_must_split_over_devices():
@@ -118,8 +76,9 @@ def _final_params(run_dir):
     ]
 
 
-def test_two_processes_train_what_one_process_trains_on_the_same_devices(tmp_path):
-    """Two processes (jax.distributed, Gloo on CPU) x 2 devices against one process x 4 devices."""
+def test_two_processes_and_four_devices_train_what_one_device_trains(tmp_path):
+    """Two processes (jax.distributed, Gloo on CPU) x 2 devices, one process x 4 devices and
+    one process x 1 device, side by side: the same parameters after the same steps."""
     import numpy as np
 
     port = _free_port()
@@ -132,21 +91,24 @@ def test_two_processes_train_what_one_process_trains_on_the_same_devices(tmp_pat
         for index in range(2)
     ]
     single = _train_cli(tmp_path / "single", 4, [])
-    logs = [proc.communicate(timeout=400)[0] for proc in [*workers, single]]
-    for proc, log in zip([*workers, single], logs, strict=True):
+    one = _train_cli(tmp_path / "one", 1, [])
+    processes = [*workers, single, one]
+    logs = [proc.communicate(timeout=400)[0] for proc in processes]
+    for proc, log in zip(processes, logs, strict=True):
         assert proc.returncode == 0, log[-3000:]
     # Process 0 alone wrote the run folder, and said where it is; process 1 names the same one.
     (multi,) = list((tmp_path / "multi").iterdir())
     (single_run,) = list((tmp_path / "single").iterdir())
+    (one_run,) = list((tmp_path / "one").iterdir())
     assert f"run folder: {multi}" in logs[0] and f"run folder: {multi}" in logs[1]
     records = [json.loads(line) for line in (multi / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "d_loss" in r] == [3, 6]
     assert (multi / "eval.json").exists()
-    step_multi, multi_params = _final_params(multi)
-    step_single, single_params = _final_params(single_run)
-    assert step_multi == step_single == 6
-    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(multi_params, single_params, strict=True))
-    assert worst < 1e-4, worst
+    finals = [_final_params(run) for run in (multi, single_run, one_run)]
+    assert [step for step, _ in finals] == [6, 6, 6]
+    for (_, a), (_, b) in ((finals[0], finals[1]), (finals[1], finals[2])):
+        worst = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True))
+        assert worst < 1e-4, worst
 
 
 def test_multi_host_options_come_together():

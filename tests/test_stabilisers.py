@@ -63,17 +63,30 @@ def test_spectral_norm_applies_to_every_discriminator_weight_and_nothing_else():
     assert [n.params for n in plain.all()] == [n.params for n in plan.all()]  # u is not trained
 
 
-def test_spectral_norm_trains_with_r1():
-    spec = _spec("objective.spectral_norm=true", "objective.r1=1.0")
-    compiled = compile_spec(spec)
+def test_spectral_norm_and_r1_train_and_the_ema_tracks_the_generator():
+    """One compiled step carrying three stabilisers: spectral norm (its vectors move), R1
+    (finite) and an EMA of the generator and extractor weights (exact, and what runs use)."""
+    decay = 0.9
+    compiled = compile_spec(_spec("objective.spectral_norm=true", "objective.r1=1.0", f"train.ema={decay}"))
     state = compiled.init_state(0)
+    for a, b in zip(jax.tree.leaves(state["g_ema"]), jax.tree.leaves(state["g_params"]), strict=True):
+        np.testing.assert_array_equal(a, b)
     before = [np.array(x) for x in jax.tree.leaves(state["d_rest"])]
     step = compiled.make_step(jax.random.key(0))
-    for _ in range(2):
-        state, metrics = step(state, _batch())
+    state, _ = step(state, _batch())
+    old_ema = jax.tree.map(np.array, state["g_ema"])
+    state, metrics = step(state, _batch())
     assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert {"r1/x|h", "r1/h|k"} <= set(metrics)
     after = jax.tree.leaves(state["d_rest"])
     assert len(after) == len(before) > 0 and all(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+    expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, old_ema, state["g_params"])
+    for a, b in zip(jax.tree.leaves(state["g_ema"]), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    used = inference_state(state)
+    assert used["g_params"] is state["g_ema"]
+    plain = jax.eval_shape(lambda: compile_spec(_spec())._init_state(0))
+    assert "g_ema" not in plain and inference_state(plain) is plain
 
 
 def test_instance_noise_decays_linearly_and_reaches_the_discriminators():
@@ -96,24 +109,6 @@ def test_instance_noise_decays_linearly_and_reaches_the_discriminators():
 def test_instance_noise_must_be_non_negative():
     with pytest.raises(SpecError, match="instance_noise"):
         _spec("objective.instance_noise=-1")
-
-
-def test_ema_tracks_the_generator_and_is_what_runs_use():
-    decay = 0.9
-    compiled = compile_spec(_spec(f"train.ema={decay}"))
-    state = compiled.init_state(0)
-    for a, b in zip(jax.tree.leaves(state["g_ema"]), jax.tree.leaves(state["g_params"]), strict=True):
-        np.testing.assert_array_equal(a, b)
-    step = compiled.make_step(jax.random.key(0))
-    old_ema = jax.tree.map(np.array, state["g_ema"])
-    state, _ = step(state, _batch())
-    expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, old_ema, state["g_params"])
-    for a, b in zip(jax.tree.leaves(state["g_ema"]), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    used = inference_state(state)
-    assert used["g_params"] is state["g_ema"]
-    plain = compile_spec(_spec()).init_state(0)
-    assert "g_ema" not in plain and inference_state(plain) is plain
 
 
 def test_usage_counts_the_components_q_assigns():
