@@ -21,17 +21,18 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ggds
 # --no-loadscope-reorder`), so the long ones start at once and the short ones fill the
 # gaps at the end. The order changes only the wall time, never what runs.
 HEAVIEST_FIRST = (
-    "test_reliability.py",  # 235
-    "test_train.py",  # 220
-    "test_time.py",  # 205
-    "test_parallel.py",  # 135
-    "test_nets_conv.py",  # 100
-    "test_eval_video.py",  # 95
-    "test_docs.py",  # 90
-    "test_stabilisers.py",  # 90
-    "test_examples.py",  # 65
-    "test_select.py",  # 50
-    "test_workflow.py",  # 40
+    "test_reliability.py",  # 140
+    "test_time.py",  # 125
+    "test_train.py",  # 125
+    "test_parallel.py",  # 90
+    "test_eval_video.py",  # 65
+    "test_docs.py",  # 65
+    "test_nets_conv.py",  # 55
+    "test_stabilisers.py",  # 45
+    "test_examples.py",  # 40
+    "test_augment.py",  # 35
+    "test_select.py",  # 30
+    "test_workflow.py",  # 20
 )
 
 

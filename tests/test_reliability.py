@@ -538,7 +538,7 @@ def yaml_documents(draw) -> str:
     return text + "\n"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(yaml_documents())
 def test_random_yaml_text_only_raises_ggdsl_error(text):
     try:

@@ -26,14 +26,13 @@ from ggdsl.spec.load import load_spec
 
 SSGAN_SPECS = sorted(p.stem for p in BUNDLED.glob("ssgan_*.yaml"))
 # GGDSL_TEST_ALL_SPECS=1 (on demand) steps every CPU-budget spec and one full-size spec
-# with them; by default the 3DCNN spec on 32x32 frames steps here, its local twin
-# ssgan_moving_digits_t4_cpu trains in tests/test_eval_video.py, and every other spec has
-# its whole step traced, which keeps the suite short (the full-size 64x64 specs are
-# traced: the same step code over larger presets). Either way every bundled SSGAN spec
-# is in one of the two tests.
+# with them. By default none steps here: ssgan_moving_digits_t4_cpu trains in
+# tests/test_eval_video.py, the 3-D convolution its 3DCNN twin adds is compiled with its
+# gradients in tests/test_nets_conv.py, and every spec here has its whole step traced,
+# which keeps the suite short (the full-size 64x64 specs are traced too: the same step
+# code over larger presets). Either way every bundled SSGAN spec is in one of the two tests.
 ALL_SPECS = os.environ.get("GGDSL_TEST_ALL_SPECS", "0") == "1"
-QUICK_TRAIN = ["ssgan_moving_digits_t4_cpu_3dcnn"]
-STEPPED_SPECS = [n for n in SSGAN_SPECS if "_cpu" in n or n == "ssgan_moving_mnist_t4"] if ALL_SPECS else QUICK_TRAIN
+STEPPED_SPECS = [n for n in SSGAN_SPECS if "_cpu" in n or n == "ssgan_moving_mnist_t4"] if ALL_SPECS else []
 TRACED_SPECS = [n for n in SSGAN_SPECS if n not in STEPPED_SPECS]
 
 
@@ -209,7 +208,11 @@ def _groups(spec) -> list[str]:
     return ["global"] if spec.objective.divergence == "global" else ["x|h,v", "v|v[t-1]"]
 
 
-@pytest.mark.parametrize("name", STEPPED_SPECS)
+@pytest.mark.parametrize(
+    "name",
+    STEPPED_SPECS
+    or [pytest.param("-", marks=pytest.mark.skip(reason="on demand: GGDSL_TEST_ALL_SPECS=1 steps the CPU specs"))],
+)
 def test_ssgan_spec_trains_three_steps(name):
     spec = load_spec(BUNDLED / f"{name}.yaml", overrides=["train.batch_size=2"])
     compiled = compile_spec(spec)
