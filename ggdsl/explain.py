@@ -184,7 +184,10 @@ def explain(spec: Spec) -> str:
         lines.append(header + " and their discriminators:")
         for group, factors in analysis.groups().items():
             copies = f"{len(factors)} copies, shared" if len(factors) > 1 else "1 copy"
-            label = _net_label(plan, "discriminators", group) if plan else ""
+            if plan is not None and group not in plan.discriminators:
+                label = "weight 0: no discriminator"
+            else:
+                label = _net_label(plan, "discriminators", group) if plan else ""
             variables = "; ".join("(" + ", ".join(f.variables) + ")" for f in factors)
             lines.append(
                 f"  D[{group}]  w={weights[group]:.3g}  {copies}: {variables}" + (f"   [{label}]" if label else "")

@@ -240,7 +240,10 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
             "discriminator", "global", inputs, (1,), plan, source, ("global",), (dict(named),)
         )
         return result
+    weights = spec.objective.weights
     for group, factors in analysis.groups().items():
+        if isinstance(weights, Mapping) and float(weights.get(group, 0.0)) == 0.0:
+            continue  # a factor of weight 0 adds nothing to the objective: no discriminator is built
         head = factors[0]
         named = (
             (analysis.templates[head.child] if head.child not in analysis.first else head.child, (head.child,)),

@@ -99,3 +99,23 @@ def test_marginals_round_trip_and_are_written_only_when_set():
     assert spec.objective.marginals == ("x",)
     assert spec.to_dict()["objective"]["marginals"] == ["x"]
     assert load_spec(spec.to_yaml()) == spec
+
+
+def test_a_factor_of_weight_0_gets_no_discriminator_and_the_image_alone_trains():
+    # D(x) alone, the local factors weighted 0 (a GAN on the images with q learned from
+    # p's samples, as ClusterGAN): only D(x) is built, trained and reported.
+    spec = _spec("objective.marginals=[x]", "objective.weights={x: 1}", "objective.r1=1.0")
+    plan = plan_model(spec)
+    assert list(plan.discriminators) == ["x"]
+    assert group_weights(plan) == {"x": 1.0}
+    text = explain(spec)
+    assert "D[x|h]  w=0  1 copy: (x, h)   [weight 0: no discriminator]" in text
+    assert "D[h|k]  w=0  1 copy: (h, k)   [weight 0: no discriminator]" in text
+    gen, critics = build_modules(plan, 0)
+    assert set(critics.discriminators) == {"x"}
+    d_loss, g_loss, metrics = losses(gen, critics, plan, _batch(), jax.random.key(0), settings=settings_of(plan))[:3]
+    assert {k for k in metrics if k.startswith(("d_loss/", "d_acc/", "r1/"))} == {"d_loss/x", "d_acc/x", "r1/x"}
+    assert np.isfinite(float(d_loss)) and np.isfinite(float(g_loss))
+    # Every factor at weight 0 leaves nothing adversarial: a spec error, not an empty model.
+    with pytest.raises(SpecError, match=r"objective.weights: every factor has weight 0"):
+        _spec('objective.weights={"x|h": 0, "h|k": 0}')

@@ -18,13 +18,13 @@ import argparse
 
 import jax.numpy as jnp
 import numpy as np
+from _components import add_run_arguments, component_samples
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 
 from ggdsl.evaluate import run_eval
 from ggdsl.evaluate.metrics import hungarian_accuracy
-from ggdsl.run import load_run
 
 
 def image_tower(discriminator, x_name: str, images: np.ndarray, batch: int = 500) -> np.ndarray:
@@ -43,32 +43,16 @@ def image_tower(discriminator, x_name: str, images: np.ndarray, batch: int = 500
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run")
-    parser.add_argument("--step", type=int, default=None)
-    parser.add_argument("--per-component", type=int, default=400)
-    parser.add_argument("--test", type=int, default=5000, help="test images to assign")
+    add_run_arguments(parser)
     args = parser.parse_args()
 
-    run = load_run(args.run, step=args.step)
-    cache: dict = {}
-    (x_name,) = run.spec.observed
-    test, labels = run_eval._test_data(run, cache)
-    test_x, labels = test[x_name][: args.test], labels[: args.test]
-    inferred = run_eval._inferred(run, cache)
-    q_accuracy = hungarian_accuracy(labels, inferred["k_probs"][: args.test].argmax(-1))
-    print(f"step {run.step}; q on real test images: {q_accuracy:.3f}")
+    drawn = component_samples(args)
+    run, x_name, test_x, labels = drawn.run, drawn.x_name, drawn.test_x, drawn.labels
+    samples, components, classes = drawn.samples, drawn.components, len(np.unique(drawn.components))
+    print(f"step {run.step}; q on real test images: {drawn.q_accuracy:.3f}")
 
     discriminators = run.compiled.critics(run.state).discriminators
     (discriminator,) = [d for d in discriminators.values() if any(tuple(n) == (x_name,) for n in d.branch_inputs)]
-    classes = int(run.spec.model["k"].options["classes"])
-    n = args.per_component
-    samples = np.concatenate(
-        [
-            run.sample(n, key=k, fixed={"k": np.eye(classes, dtype=np.float32)[np.full(n, k)]})[x_name]
-            for k in range(classes)
-        ]
-    )
-    components = np.repeat(np.arange(classes), n)
     readings = {
         "pixels": (test_x.reshape(len(test_x), -1), samples.reshape(len(samples), -1)),
         "D(x, h)'s image tower": (
@@ -84,7 +68,7 @@ def main() -> None:
         print(f"{name}: k-means on PCA-50 of real images {hungarian_accuracy(labels, clusters):.3f}")
     code = run_eval.code_latent(run)
     if code is not None:
-        clusters = KMeans(classes, n_init=5, random_state=0).fit_predict(inferred[code][: args.test])
+        clusters = KMeans(classes, n_init=5, random_state=0).fit_predict(drawn.inferred[code][: args.test])
         print(f"q's codes {code} = E(x): k-means on real images {hungarian_accuracy(labels, clusters):.3f}")
 
 

@@ -19,41 +19,25 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _components import add_run_arguments, component_samples
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from ggdsl.evaluate import run_eval
 from ggdsl.evaluate.metrics import hungarian_accuracy
 from ggdsl.objective import random_affine
-from ggdsl.run import load_run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run")
-    parser.add_argument("--step", type=int, default=None)
-    parser.add_argument("--per-component", type=int, default=400)
-    parser.add_argument("--test", type=int, default=5000, help="test images to assign")
+    add_run_arguments(parser)
     parser.add_argument("--shift", type=float, default=2.0)
     parser.add_argument("--rotate", type=float, default=15.0)
     parser.add_argument("--scale", type=float, default=0.1)
     args = parser.parse_args()
 
-    run = load_run(args.run, step=args.step)
-    cache: dict = {}
-    (x_name,) = run.spec.observed
-    test, labels = run_eval._test_data(run, cache)
-    test_x, labels = test[x_name][: args.test], labels[: args.test]
-    inferred = run_eval._inferred(run, cache)
-    print(f"q on real test images: {hungarian_accuracy(labels, inferred['k_probs'][: args.test].argmax(-1)):.3f}")
-
-    classes = int(run.spec.model["k"].options["classes"])
-    n = args.per_component
-    drawn = [
-        run.sample(n, key=k, fixed={"k": np.eye(classes, dtype=np.float32)[np.full(n, k)]}) for k in range(classes)
-    ]
-    samples = np.concatenate([d[x_name] for d in drawn])
-    components = np.repeat(np.arange(classes), n)
+    drawn = component_samples(args)
+    run, test_x, labels, samples, components = drawn.run, drawn.test_x, drawn.labels, drawn.samples, drawn.components
+    print(f"q on real test images: {drawn.q_accuracy:.3f}")
 
     def transformed(images: np.ndarray, seed: int) -> np.ndarray:
         key = jax.random.key(seed)

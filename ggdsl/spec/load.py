@@ -604,6 +604,11 @@ def _check_factor_keys(spec: Spec, ctx: _Context) -> None:
         for name in spec.objective.weights:
             if name not in factors:
                 ctx.error(join("objective.weights", name), f"unknown factor '{name}' (factors: {_known(factors)})")
+        if spec.objective.divergence != "global" and not any(spec.objective.weights.values()):
+            ctx.error(
+                "objective.weights",
+                f"every factor has weight 0, so nothing is trained adversarially (factors: {_known(factors)})",
+            )
     for name in spec.objective.discriminators:
         if name not in factors:
             ctx.error(join("objective.discriminators", name), f"unknown factor '{name}' (factors: {_known(factors)})")
