@@ -238,6 +238,21 @@ def test_overrides():
         load_spec(GMGAN, overrides=["train.steps"])
 
 
+def test_a_bad_override_is_reported_at_its_set_not_at_the_file_line_it_replaced():
+    with pytest.raises(SpecError) as caught:
+        load_spec(GMGAN, overrides=["objective.weights={x:1}", "train.steps=500"])
+    # `{x:1}` is YAML for the key "x:1" with no value: a classic missing space.
+    assert [str(p) for p in caught.value.problems] == [
+        "--set objective.weights={x:1}: objective.weights.x:1: expected a number, got None"
+    ]
+    with pytest.raises(SpecError) as caught:  # a later --set of a parent replaces the earlier one
+        load_spec(GMGAN, overrides=["train.steps=oops", "train={steps: -1}"])
+    assert [str(p) for p in caught.value.problems] == ["--set train={steps: -1}: train.steps: must be >= 0, got -1"]
+    with pytest.raises(SpecError) as caught:  # the rest of the file keeps its lines
+        load_spec(GMGAN.replace("weights: uniform", "weights: {nope: 1.0}"), overrides=["train.steps=500"])
+    assert [p.file for p in caught.value.problems] == ["<string>"] and caught.value.problems[0].line is not None
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [("6e-4", 6e-4), ("1E5", 1e5), ("-2.5e+3", -2500.0), (".5e2", 50.0), ("2.0e-4", 2e-4), ("10", 10)],

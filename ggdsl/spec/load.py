@@ -61,9 +61,13 @@ RANGES = ((0.0, 1.0), (-1.0, 1.0))
 class _Context:
     """Where problems go, and the lines they point at."""
 
-    def __init__(self, file: str, lines: Mapping[str, int] | None):
+    def __init__(self, file: str, lines: Mapping[str, int] | None, overrides: Mapping[str, str] | None = None):
         self.file = file
         self.lines = dict(lines or {})
+        self.overrides = dict(overrides or {})  # key path -> the --set item that wrote it
+        for key in self.overrides:  # the file's lines under an overridden key no longer hold its value
+            for path in [p for p in self.lines if _under(p, key)]:
+                del self.lines[path]
         self.problems: list[Problem] = []
 
     def line(self, path: str) -> int | None:
@@ -75,7 +79,16 @@ class _Context:
         return self.lines.get("")
 
     def error(self, path: str, message: str) -> None:
+        for key, item in reversed(self.overrides.items()):  # the last --set to write a path wins
+            if _under(path, key):
+                self.problems.append(Problem(f"--set {item}", None, path, message))
+                return
         self.problems.append(Problem(self.file, self.line(path), path, message))
+
+
+def _under(path: str, key: str) -> bool:
+    """Whether YAML path ``path`` is ``key`` or lies inside it."""
+    return path == key or (path.startswith(key) and path[len(key)] in ".[")
 
 
 def _known(names: Iterable[str]) -> str:
@@ -614,8 +627,15 @@ def _check_factor_keys(spec: Spec, ctx: _Context) -> None:
             ctx.error(join("objective.discriminators", name), f"unknown factor '{name}' (factors: {_known(factors)})")
 
 
-def _validate(raw: Any, file: str, lines: Mapping[str, int] | None, problems: list[Problem]) -> Spec:
-    ctx = _Context(file, lines)
+def _validate(
+    raw: Any,
+    file: str,
+    lines: Mapping[str, int] | None,
+    problems: list[Problem],
+    overrides: Iterable[str] = (),
+) -> Spec:
+    written = {item.partition("=")[0]: item for item in overrides if "=" in item}
+    ctx = _Context(file, lines, written)
     try:
         spec = _Loader(raw, ctx).load()
     except RecursionError:
@@ -695,7 +715,8 @@ def load_spec(source: str | os.PathLike | Mapping, *, overrides: Iterable[str] =
     if isinstance(source, Mapping):
         import copy
 
-        return spec_from_dict(apply_overrides(copy.deepcopy(dict(source)), overrides))
+        overrides = list(overrides)
+        return _validate(apply_overrides(copy.deepcopy(dict(source)), overrides), "<dict>", None, [], overrides)
     if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)):
         path = Path(source)
         try:
@@ -712,4 +733,5 @@ def load_spec(source: str | os.PathLike | Mapping, *, overrides: Iterable[str] =
             [Problem("<input>", None, "", f"expected a path, YAML text or a dict, got {type(source).__name__}")]
         )
     raw, lines, problems = parse_yaml(text, file)
-    return _validate(apply_overrides(raw, overrides), file, lines, problems)
+    overrides = list(overrides)
+    return _validate(apply_overrides(raw, overrides), file, lines, problems, overrides)
