@@ -309,4 +309,9 @@ def compile_spec(spec: Spec) -> Compiled:
     g_tx = make_optimizer(spec.train.optimizer)
     critic_config = spec.train.critic_optimizer or spec.train.optimizer
     d_tx = make_optimizer(critic_config, "train.critic_optimizer")
-    return Compiled(spec, plan, settings_of(plan), g_def, d_def, g_tx, d_tx)
+    compiled = Compiled(spec, plan, settings_of(plan), g_def, d_def, g_tx, d_tx)
+    if spec.train.pretrain is not None:
+        from ggdsl.pretrain import check_pretrain
+
+        check_pretrain(compiled)
+    return compiled

@@ -243,6 +243,16 @@ def explain(spec: Spec) -> str:
             f"  discriminators see observed inputs + N(0, s^2) noise, s from {spec.objective.instance_noise:g}"
             " down to 0 over train.steps"
         )
+    if spec.train.pretrain:
+        pre = spec.train.pretrain
+        init = pre["init"] if pre["init"] != "auto" else ("kmeans" if analysis.exact else "none")
+        then = (
+            f", then the component means of p({', '.join(analysis.q_parents[k][0] for k in analysis.exact)} | "
+            f"{', '.join(analysis.exact)}) at the k-means centres of {pre['examples']} codes E(x)"
+            if init == "kmeans"
+            else ""
+        )
+        lines.append(f"  first {pre['steps']} steps of |x - G(E(x))|^2 alone (train.pretrain){then}")
     if spec.train.ema:
         lines.append(f"  sampling and evaluation use an EMA of the G/E weights (decay {spec.train.ema:g})")
     discrete = [z for z in analysis.latent if spec.model[analysis.templates[z]].type == "categorical"]

@@ -32,6 +32,7 @@ from ggdsl.spec.schema import (
     INFERENCE_KEYS,
     NODE_TYPES,
     OBJECTIVE_KEYS,
+    PRETRAIN_KEYS,
     TOP_KEYS,
     TRAIN_KEYS,
     Key,
@@ -268,6 +269,11 @@ def reference_markdown() -> str:
             TRAIN_KEYS,
             "Any value can be overridden on the command line: `--set train.steps=500`.",
         ),
+        "### `train.pretrain`",
+        "",
+        "Keys of the autoencoder phase, e.g. `pretrain: {steps: 1500}` (all but `steps` have defaults).",
+        "",
+        *_key_table(PRETRAIN_KEYS),
         *_eval(),
     ]
     while lines[-1] == "":

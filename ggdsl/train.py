@@ -334,8 +334,9 @@ def _train(
     dataset, held = data if data is not None else open_training_data(spec)
     batches = open_batches(spec, dataset)
     compiled = compiled if compiled is not None else compile_spec(spec)
-    start, skipped = 0, 0
+    start, skipped, restored = 0, 0, False
     if resuming and run.latest_step() is not None:
+        restored = True
         state, extra = restore_state(compiled, run)
         start, skipped = int(extra["step"]), int(extra.get("skipped", 0))
         batches.restore(extra["data"])
@@ -402,7 +403,8 @@ def _train(
             score=score,
         )
 
-    bar = _Progress(train_cfg.steps, start) if progress else None
+    pretraining = train_cfg.pretrain is not None and not restored
+    bar = _Progress(train_cfg.steps, start) if progress and not pretraining else None
     step = start
     last: dict[str, float] = {}
     t_log, s_log = time.perf_counter(), start
@@ -410,6 +412,9 @@ def _train(
     profiler = _Profile(profile if primary else 0, run.path / "profile")
     try:
         with signals:
+            if pretraining:
+                state = _pretrain(compiled, state, feed, parallel, dataset, run, events, signals, progress)
+                bar = _Progress(train_cfg.steps, start) if progress else None
             while step < train_cfg.steps and signals.received is None:
                 batch = parallel.batch(next(feed))
                 if guard is None:
@@ -449,10 +454,10 @@ def _train(
                     flush=True,
                 )
                 raise KeyboardInterrupt
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopped:
         if bar is not None:
             bar.close()
-        if signals.received is not None and run.latest_step() != step:
+        if signals.received is not None and run.latest_step() != step and not isinstance(stopped, _StoppedEarly):
             print(
                 f"stopped at step {step} without a checkpoint; the latest is step {run.latest_step()}",
                 flush=True,
@@ -482,6 +487,45 @@ def _train(
     return result
 
 
+def _pretrain(compiled, state, feed, parallel, dataset, run, events, signals, progress: bool) -> TrainState:
+    """``train.pretrain`` on a fresh state: its summary goes to metrics.jsonl at step 0.
+
+    Interrupted, it saves nothing (a resumed run pretrains again from the start).
+    """
+    from ggdsl.pretrain import pretrain
+
+    config = compiled.spec.train.pretrain
+    bar = _Progress(config["steps"], 0, label="pretrain") if progress else None
+    log_every = compiled.spec.train.log_every
+
+    def on_step(step: int, error: Any) -> None:
+        if bar is not None and (step % log_every == 0 or step == config["steps"]):
+            bar.update_text(step, f"|x - G(E(x))|^2 = {float(error):.3f}")
+
+    batches = (parallel.batch(batch) for batch in feed)
+    state, summary = pretrain(
+        compiled, to_host(state), batches, dataset, stop=lambda: signals.received is not None, on_step=on_step
+    )
+    if bar is not None:
+        bar.close()
+    if summary is None:
+        name = signal.Signals(signals.received).name
+        print(f"{name}: stopped while pretraining; nothing was saved", flush=True)
+        raise _StoppedEarly
+    if is_primary():
+        record = {"step": 0, **summary}
+        run.append_metrics(record)
+        events.add_record(record)
+        if progress:
+            shown = ", ".join(f"{k.removeprefix('pretrain/')} {v:.4g}" for k, v in summary.items())
+            print(f"pretrained: {shown}", flush=True)
+    return parallel.state(state)
+
+
+class _StoppedEarly(KeyboardInterrupt):
+    """A signal during ``train.pretrain``: nothing to save, nothing more to say."""
+
+
 def _periodic_eval(compiled: Compiled, state: TrainState, run: RunDir, step: int, events: EventLog) -> None:
     from ggdsl.evaluate.run_eval import quick_eval
 
@@ -507,11 +551,11 @@ def _print_summary(result: TrainResult, run: RunDir) -> None:
 class _Progress:
     """A rich progress bar with steps/s and the main losses."""
 
-    def __init__(self, total: int, start: int):
+    def __init__(self, total: int, start: int, label: str = "train"):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]train"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
@@ -527,6 +571,9 @@ class _Progress:
         usage = " ".join(f"{k[6:]}={v:.0f}" for k, v in metrics.items() if k.startswith("usage/"))
         if usage:
             info += f" used[{usage}]"
+        self.update_text(step, info)
+
+    def update_text(self, step: int, info: str) -> None:
         self.progress.update(self.task, completed=step, info=info)
 
     def close(self) -> None:

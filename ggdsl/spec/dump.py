@@ -101,6 +101,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "ema": train.ema,
         **({"holdout": train.holdout} if train.holdout else {}),
         **({"select": train.select} if train.select != "last" else {}),
+        **({"pretrain": thaw(train.pretrain)} if train.pretrain else {}),
     }
     if spec.eval:
         out["eval"] = list(spec.eval)

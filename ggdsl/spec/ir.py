@@ -154,6 +154,7 @@ class TrainSpec:
     ema: float = 0.0
     holdout: int = 0
     select: str = "last"
+    pretrain: FrozenDict | None = None  # {steps, init, optimizer, examples}
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from ggdsl.spec.schema import (
     INFERENCE_KEYS,
     NODE_TYPES,
     OBJECTIVE_KEYS,
+    PRETRAIN_KEYS,
     TOP_KEYS,
     TRAIN_KEYS,
     Key,
@@ -579,6 +580,8 @@ class _Loader:
                 self.error("train.critic_optimizer", "expected a mapping with 'name' (an optax optimiser)")
                 critic = None
             values["critic_optimizer"] = freeze(dict(critic)) if critic is not None else None
+        if values.get("pretrain") is not None:
+            values["pretrain"] = self._pretrain(values["pretrain"])
         if values.get("select") not in (None, "last") and not values.get("holdout"):
             self.error(
                 "train.select",
@@ -586,6 +589,20 @@ class _Loader:
                 "(e.g. 1000), or use select: last",
             )
         return TrainSpec(**{k: v for k, v in values.items() if v is not None})
+
+    def _pretrain(self, raw: Any) -> FrozenDict | None:
+        """``train.pretrain``: {steps, init, optimizer, examples}, defaults filled."""
+        values = _check_keys(self.ctx, raw, "train.pretrain", PRETRAIN_KEYS)
+        if values is None or "steps" not in values:
+            return None
+        optimizer = values.get("optimizer")
+        if not isinstance(optimizer, Mapping) or not isinstance(optimizer.get("name"), str):
+            self.error(
+                "train.pretrain.optimizer", "expected a mapping with 'name' (an optax optimiser) and its arguments"
+            )
+            return None
+        values["optimizer"] = dict(optimizer)
+        return freeze(values)
 
     def _eval(self, raw: Any) -> tuple[str, ...]:
         if raw is None:

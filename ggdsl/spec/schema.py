@@ -394,6 +394,15 @@ TRAIN_KEYS: dict[str, Key] = {
         default=0,
         doc="training examples kept out of training (a fixed random subset) for `select`; 0: none",
     ),
+    "pretrain": Key(
+        lambda v: (v, None),
+        default=None,
+        doc="an autoencoder phase before the adversarial steps, {steps: n, init: auto | kmeans | none, "
+        "optimizer: {...}, examples: n}: n steps of |x - G(E(x))|^2 alone on the extractors and generators "
+        "(`optimizer`, default adam 1e-3), then (`init: kmeans`; `auto` where the model has a mixture) the "
+        "component means of p(h | k) set to the k-means centres of `examples` codes E(x) of training data "
+        "(VaDE's initialisation; Jiang et al. 2017); off when unset",
+    ),
     "select": Key(
         check_choice(*SELECT_CRITERIA),
         default="last",
@@ -401,6 +410,23 @@ TRAIN_KEYS: dict[str, Key] = {
         "`holdout` examples, computed at every checkpoint: `reconstruction_mse` (x against p(x | q(z | x)), "
         "lowest) or `discriminator` (the factors' discriminators closest to chance, mean |accuracy - 0.5|)",
     ),
+}
+
+#: ``train.pretrain`` keys.
+PRETRAIN_KEYS: dict[str, Key] = {
+    "steps": Key(check_int(1, 1 << 40), doc="autoencoder steps before the adversarial ones"),
+    "init": Key(
+        check_choice("auto", "kmeans", "none"),
+        default="auto",
+        doc="`kmeans`: the component means of p(h | k) from k-means of the codes; `auto`: kmeans where the "
+        "model has a mixture h | k, else none",
+    ),
+    "optimizer": Key(
+        lambda v: (v, None),
+        default={"name": "adam", "learning_rate": 1.0e-3},
+        doc="the pretraining optimiser (an optax factory by name with its arguments)",
+    ),
+    "examples": Key(check_int(10, 1 << 30), default=10000, doc="training examples whose codes k-means reads"),
 }
 
 EVAL_NAMES: tuple[str, ...] = (

@@ -1,0 +1,185 @@
+"""``train.pretrain``: the autoencoder phase before the adversarial steps, and the k-means
+initialisation of the component means (VaDE's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+import ggdsl.pretrain as pretrain_module
+from ggdsl.build import module_key
+from ggdsl.cli import BUNDLED
+from ggdsl.compiled import compile_spec
+from ggdsl.errors import BuildError, SpecError
+from ggdsl.explain import explain
+from ggdsl.objective import reconstruct, sample_q, split_observed
+from ggdsl.pretrain import codes, init_kind, mixtures, pretrain
+from ggdsl.runs import RunDir
+from ggdsl.spec.load import load_spec
+from ggdsl.train import compile_and_train, open_batches, open_training_data
+
+
+def _spec(*overrides: str, name: str = "gmgan_digits.yaml"):
+    return load_spec(BUNDLED / name, overrides=["train.batch_size=16", *overrides])
+
+
+def _means(compiled, state) -> np.ndarray:
+    (mixture,) = mixtures(compiled.plan)
+    net = compiled.generative(state).generators[module_key(mixture.generator)]
+    (name,) = compiled.plan.generators[mixture.generator].inputs
+    return np.asarray(net({name: jnp.eye(mixture.classes)}))
+
+
+def _recon_error(compiled, state, x: np.ndarray) -> float:
+    gen = compiled.generative(state)
+    observed = split_observed(compiled.plan, {"x": jnp.asarray(x)})
+    values, _, _ = sample_q(gen, compiled.plan, observed, jax.random.key(0), train=False, settings=compiled.settings)
+    recon = reconstruct(gen, compiled.plan, values, jax.random.key(1), train=False)
+    return float(jnp.mean(jnp.sum((recon["x"] - observed["x"]).reshape(len(x), -1) ** 2, axis=-1)))
+
+
+def test_pretrain_fills_its_defaults_and_round_trips():
+    spec = _spec("train.pretrain={steps: 50}")
+    assert dict(spec.train.pretrain) == {
+        "steps": 50,
+        "init": "auto",
+        "optimizer": {"name": "adam", "learning_rate": 1.0e-3},
+        "examples": 10000,
+    }
+    assert load_spec(spec.to_yaml()) == spec
+    assert _spec().train.pretrain is None and "pretrain" not in _spec().to_yaml()
+    assert "first 50 steps of |x - G(E(x))|^2 alone (train.pretrain), then the component means of p(h | k)" in (
+        explain(spec)
+    )
+
+
+def test_pretrain_problems_name_the_key_and_its_line(tmp_path):
+    text = (BUNDLED / "gmgan_digits.yaml").read_text()
+    text = text.replace("train:\n", "train:\n  pretrain: {steps: 0, init: kmean, lr: 1}\n")
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    line = text.splitlines().index("  pretrain: {steps: 0, init: kmean, lr: 1}") + 1
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    problems = sorted(str(p) for p in error.value.problems)
+    assert problems == sorted(
+        [
+            f"{path}:{line}: train.pretrain.init: expected one of auto, kmeans, none; got 'kmean'",
+            f"{path}:{line}: train.pretrain.lr: unknown key 'lr' (known: examples, init, optimizer, steps)",
+            f"{path}:{line}: train.pretrain.steps: must be >= 1, got 0",
+        ]
+    )
+    with pytest.raises(SpecError, match="train.pretrain: missing required key 'steps'"):
+        _spec("train.pretrain={init: none}")
+
+
+def test_kmeans_needs_a_mixture_and_auto_resolves_by_the_model():
+    assert init_kind(compile_spec(_spec("train.pretrain={steps: 5}"))) == "kmeans"
+    video = "ssgan_moving_digits_t4_cpu.yaml"
+    assert init_kind(compile_spec(_spec("train.pretrain={steps: 5}", name=video))) == "none"
+    with pytest.raises(BuildError, match="init: kmeans needs a mixture .* this model has none: use init: none"):
+        compile_spec(_spec("train.pretrain={steps: 5, init: kmeans}", name=video))
+    with pytest.raises(BuildError, match=r"train.pretrain.optimizer.name: optax has no optimiser 'adamm'"):
+        compile_spec(_spec("train.pretrain={steps: 5, optimizer: {name: adamm}}"))
+
+
+def test_pretraining_fits_the_autoencoder_then_puts_the_means_at_the_kmeans_centres():
+    compiled = compile_spec(_spec("train.pretrain={steps: 60, examples: 300}", "train.seed=3"))
+    dataset, _ = open_training_data(compiled.spec)
+    state = compiled.init_state(3)
+    x = np.asarray(dataset.features["image"][:200], np.float32)
+    before_error, before_means = _recon_error(compiled, state, x), _means(compiled, state)
+    new, summary = pretrain(compiled, state, open_batches(compiled.spec, dataset), dataset)
+
+    assert _recon_error(compiled, new, x) < 0.7 * before_error
+    assert new["d_params"] is state["d_params"] and new["d_opt"] is state["d_opt"]  # critics untouched
+    assert new["g_opt"] is state["g_opt"]  # the adversarial optimiser starts fresh
+    # The means are the k-means centres of the codes of `examples` training images; E(x)
+    # does not depend on the means, so the returned state gives those codes again.
+    index = np.sort(np.random.default_rng([3, 1 << 30]).choice(dataset.num_examples, 300, replace=False))
+    h = codes(compiled, new, {"x": dataset.features["image"][index]})["h"]
+    centres = KMeans(n_clusters=10, n_init=10, random_state=3).fit(h.astype(np.float64)).cluster_centers_
+    means = _means(compiled, new)
+    assert not np.allclose(means, before_means)
+    np.testing.assert_allclose(means, centres, rtol=1e-5, atol=1e-5)
+    assert set(summary) == {
+        "pretrain/recon",
+        "pretrain/steps",
+        "pretrain/kmeans_rms/h",
+        "pretrain/kmeans_smallest/h",
+    }
+    assert summary["pretrain/steps"] == 60 and 0 < summary["pretrain/kmeans_smallest/h"] <= 0.1
+
+
+def test_init_none_leaves_the_means_where_they_were_and_the_ema_follows():
+    compiled = compile_spec(_spec("train.pretrain={steps: 5, init: none}", "train.ema=0.99"))
+    dataset, _ = open_training_data(compiled.spec)
+    state = compiled.init_state(0)
+    new, summary = pretrain(compiled, state, open_batches(compiled.spec, dataset), dataset)
+    np.testing.assert_array_equal(_means(compiled, new), _means(compiled, state))
+    assert set(summary) == {"pretrain/recon", "pretrain/steps"}
+    for a, b in zip(jax.tree.leaves(new["g_ema"]), jax.tree.leaves(new["g_params"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+OVERRIDES = [
+    "train.steps=12",
+    "train.checkpoint_every=6",
+    "train.log_every=6",
+    "train.batch_size=16",
+    "train.pretrain={steps: 8, examples: 200}",
+    "eval=[]",
+]
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_logs_its_pretraining_at_step_0_and_a_resume_does_not_pretrain_again(tmp_path, monkeypatch):
+    result = compile_and_train("gmgan_digits", out=tmp_path, progress=False, evaluate_at_end=False, overrides=OVERRIDES)
+    run_dir = Path(result.run_dir)
+    first = _records(run_dir)[0]
+    assert first["step"] == 0 and first["pretrain/steps"] == 8 and "pretrain/kmeans_rms/h" in first
+    assert [r["step"] for r in _records(run_dir)] == [0, 6, 12]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a resumed run pretrained again")
+
+    monkeypatch.setattr(pretrain_module, "pretrain", refuse)
+    compile_and_train(resume=run_dir, progress=False, evaluate_at_end=False, overrides=["train.steps=18"])
+    assert [r["step"] for r in _records(run_dir)] == [0, 6, 12, 18]
+
+
+def test_a_signal_while_pretraining_saves_nothing_and_the_resume_pretrains_from_the_start(tmp_path, monkeypatch):
+    made = pretrain_module.make_pretrain_step
+
+    def make_then_signal(compiled, tx):
+        step = made(compiled, tx)
+        calls = []
+
+        def counted(*args):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(*args)
+
+        return counted
+
+    monkeypatch.setattr(pretrain_module, "make_pretrain_step", make_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        compile_and_train("gmgan_digits", out=tmp_path, progress=False, evaluate_at_end=False, overrides=OVERRIDES)
+    (run_dir,) = tmp_path.glob("gmgan-digits-*")
+    assert RunDir(run_dir).latest_step() is None
+    assert not (run_dir / "metrics.jsonl").exists() or _records(run_dir) == []
+    monkeypatch.setattr(pretrain_module, "make_pretrain_step", made)
+    compile_and_train(resume=run_dir, progress=False, evaluate_at_end=False)
+    assert [r["step"] for r in _records(run_dir)] == [0, 6, 12]
