@@ -488,7 +488,8 @@ def _train(
 
 
 def _pretrain(compiled, state, feed, parallel, dataset, run, events, signals, progress: bool) -> TrainState:
-    """``train.pretrain`` on a fresh state: its summary goes to metrics.jsonl at step 0.
+    """``train.pretrain`` on a fresh state: its summary, and the evaluations of ``eval_every``
+    on the pretrained state, go to metrics.jsonl at step 0.
 
     Interrupted, it saves nothing (a resumed run pretrains again from the start).
     """
@@ -519,6 +520,7 @@ def _pretrain(compiled, state, feed, parallel, dataset, run, events, signals, pr
         if progress:
             shown = ", ".join(f"{k.removeprefix('pretrain/')} {v:.4g}" for k, v in summary.items())
             print(f"pretrained: {shown}", flush=True)
+        _periodic_eval(compiled, state, run, 0, events)  # where the adversarial steps start from
     return parallel.state(state)
 
 

@@ -145,18 +145,27 @@ def _records(run_dir: Path) -> list[dict]:
 
 
 def test_a_run_logs_its_pretraining_at_step_0_and_a_resume_does_not_pretrain_again(tmp_path, monkeypatch):
-    result = compile_and_train("gmgan_digits", out=tmp_path, progress=False, evaluate_at_end=False, overrides=OVERRIDES)
+    overrides = [*OVERRIDES, "eval=[clustering_accuracy]", "train.eval_every=6"]
+    result = compile_and_train("gmgan_digits", out=tmp_path, progress=False, evaluate_at_end=False, overrides=overrides)
     run_dir = Path(result.run_dir)
-    first = _records(run_dir)[0]
+    first, start = _records(run_dir)[:2]
     assert first["step"] == 0 and first["pretrain/steps"] == 8 and "pretrain/kmeans_rms/h" in first
-    assert [r["step"] for r in _records(run_dir)] == [0, 6, 12]
+    # The pretrained state is evaluated before the adversarial steps start.
+    assert start["step"] == 0 and 0 < start["eval/clustering_accuracy"] <= 1
+    assert [(r["step"], "eval/clustering_accuracy" in r) for r in _records(run_dir)] == [
+        (0, False),
+        (0, True),
+        (6, False),
+        (6, True),
+        (12, False),
+    ]
 
     def refuse(*args, **kwargs):
         raise AssertionError("a resumed run pretrained again")
 
     monkeypatch.setattr(pretrain_module, "pretrain", refuse)
     compile_and_train(resume=run_dir, progress=False, evaluate_at_end=False, overrides=["train.steps=18"])
-    assert [r["step"] for r in _records(run_dir)] == [0, 6, 12, 18]
+    assert [r["step"] for r in _records(run_dir)] == [0, 0, 6, 6, 12, 18]
 
 
 def test_a_signal_while_pretraining_saves_nothing_and_the_resume_pretrains_from_the_start(tmp_path, monkeypatch):
