@@ -9,6 +9,7 @@ codes cluster, where it otherwise starts from random means that the codes know n
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -179,6 +180,7 @@ def pretrain(
     g_params, g_rest, opt = state["g_params"], state["g_rest"], tx.init(state["g_params"])
     base_key = jax.random.fold_in(jax.random.key(spec.train.seed), 1 << 30)
     error = jnp.zeros(())
+    started = time.perf_counter()
     for step in range(1, config["steps"] + 1):
         if stop():
             return state, None
@@ -186,7 +188,11 @@ def pretrain(
         if on_step is not None:
             on_step(step, error)
     state = {**state, "g_params": g_params, "g_rest": g_rest}
-    summary = {"pretrain/recon": float(error), "pretrain/steps": float(config["steps"])}
+    summary = {
+        "pretrain/recon": float(error),  # waits for the last step
+        "pretrain/steps": float(config["steps"]),
+        "pretrain/steps_per_s": config["steps"] / max(time.perf_counter() - started, 1e-9),
+    }
     if init_kind(compiled) == "kmeans":
         rng = np.random.default_rng([spec.train.seed, 1 << 30])
         count = min(int(config["examples"]), dataset.num_examples)

@@ -113,6 +113,7 @@ def test_pretraining_fits_the_autoencoder_then_puts_the_means_at_the_kmeans_cent
     assert set(summary) == {
         "pretrain/recon",
         "pretrain/steps",
+        "pretrain/steps_per_s",
         "pretrain/kmeans_rms/h",
         "pretrain/kmeans_smallest/h",
     }
@@ -125,7 +126,7 @@ def test_init_none_leaves_the_means_where_they_were_and_the_ema_follows():
     state = compiled.init_state(0)
     new, summary = pretrain(compiled, state, open_batches(compiled.spec, dataset), dataset)
     np.testing.assert_array_equal(_means(compiled, new), _means(compiled, state))
-    assert set(summary) == {"pretrain/recon", "pretrain/steps"}
+    assert set(summary) == {"pretrain/recon", "pretrain/steps", "pretrain/steps_per_s"}
     for a, b in zip(jax.tree.leaves(new["g_ema"]), jax.tree.leaves(new["g_params"]), strict=True):
         np.testing.assert_array_equal(a, b)
 
