@@ -245,7 +245,9 @@ def explain(spec: Spec) -> str:
         )
     if spec.train.pretrain:
         pre = spec.train.pretrain
-        init = pre["init"] if pre["init"] != "auto" else ("kmeans" if analysis.exact else "none")
+        from ggdsl.pretrain import resolve_init
+
+        init = resolve_init(pre, analysis)
         then = (
             f", then the component means of p({', '.join(analysis.q_parents[k][0] for k in analysis.exact)} | "
             f"{', '.join(analysis.exact)}) at the k-means centres of {pre['examples']} codes E(x)"

@@ -432,6 +432,23 @@ def reconstruct(
     return out
 
 
+def reconstruction_error(
+    gen: Generative,
+    plan: ModelPlan,
+    q_values: Values,
+    observed: Values,
+    key: jax.Array,
+    *,
+    train: bool,
+    stack_steps: bool = True,
+) -> jax.Array:
+    """E |x - G(E(x))|^2: the squared error summed over each example's entries, averaged over
+    the batch, summed over the observed nodes that have a generator."""
+    recon = reconstruct(gen, plan, q_values, key, train=train, stack_steps=stack_steps)
+    size = next(iter(observed.values())).shape[0]
+    return sum(jnp.mean(jnp.sum((recon[n] - observed[n]).reshape(size, -1) ** 2, axis=-1)) for n in recon)
+
+
 def affine_resample(images: jax.Array, angle: jax.Array, zoom: jax.Array, offset: jax.Array) -> jax.Array:
     """Each image of ``(batch, H, W, C)`` rotated, zoomed about its centre and shifted (bilinear).
 
@@ -744,8 +761,7 @@ def losses(
     g_loss = jnp.mean(g_per_example)
     metrics["g_adv"] = g_loss
     if settings.reconstruction:
-        recon = reconstruct(gen, plan, q_values, key_r, train=train, stack_steps=stack)
-        err = sum(jnp.mean(jnp.sum((recon[n] - observed[n]).reshape(batch_size, -1) ** 2, axis=-1)) for n in recon)
+        err = reconstruction_error(gen, plan, q_values, observed, key_r, train=train, stack_steps=stack)
         metrics["recon"] = err
         g_loss = g_loss + settings.reconstruction * err
     if settings.latent_reconstruction:

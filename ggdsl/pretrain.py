@@ -22,8 +22,8 @@ from flax import nnx
 
 from ggdsl.build import build_modules, module_key
 from ggdsl.compiled import Compiled, TrainState, make_optimizer
-from ggdsl.errors import BuildError
-from ggdsl.objective import reconstruct, sample_q, split_observed
+from ggdsl.errors import BuildError, TrainError
+from ggdsl.objective import reconstruction_error, sample_q, split_observed
 from ggdsl.plan import ModelPlan
 
 
@@ -47,12 +47,17 @@ def mixtures(plan: ModelPlan) -> list[Mixture]:
     return out
 
 
+def resolve_init(config: Mapping[str, Any], analysis: Any) -> str:
+    """``train.pretrain.init`` resolved: ``kmeans`` or ``none`` (``auto``: kmeans where the
+    model has a mixture, a categorical latent with an exact posterior)."""
+    if config["init"] == "auto":
+        return "kmeans" if analysis.exact else "none"
+    return config["init"]
+
+
 def init_kind(compiled: Compiled) -> str:
-    """``train.pretrain.init`` resolved: ``kmeans`` or ``none`` (``auto``: kmeans where there is a mixture)."""
-    init = compiled.spec.train.pretrain["init"]
-    if init == "auto":
-        return "kmeans" if mixtures(compiled.plan) else "none"
-    return init
+    """:func:`resolve_init` for a compiled model."""
+    return resolve_init(compiled.spec.train.pretrain, compiled.plan.analysis)
 
 
 def _means_layer(gen: Any, mixture: Mixture) -> nnx.Linear:
@@ -96,12 +101,9 @@ def make_pretrain_step(compiled: Compiled, tx: optax.GradientTransformation) -> 
         gen = nnx.merge(g_def, g_params, g_rest, copy=True)
         observed = split_observed(plan, batch)
         key_q, key_r = jax.random.split(key)
-        q_values, _, _ = sample_q(
-            gen, plan, observed, key_q, train=True, settings=settings, stack_steps=settings.stack_steps
-        )
-        recon = reconstruct(gen, plan, q_values, key_r, train=True, stack_steps=settings.stack_steps)
-        size = next(iter(observed.values())).shape[0]
-        error = sum(jnp.mean(jnp.sum((recon[n] - observed[n]).reshape(size, -1) ** 2, axis=-1)) for n in recon)
+        stack = settings.stack_steps
+        q_values, _, _ = sample_q(gen, plan, observed, key_q, train=True, settings=settings, stack_steps=stack)
+        error = reconstruction_error(gen, plan, q_values, observed, key_r, train=True, stack_steps=stack)
         return error, nnx.split(gen, nnx.Param, ...)[2]
 
     def step(g_params, g_rest, opt, batch, key):
@@ -113,23 +115,14 @@ def make_pretrain_step(compiled: Compiled, tx: optax.GradientTransformation) -> 
 
 
 def codes(compiled: Compiled, state: TrainState, observed: Mapping[str, np.ndarray], chunk: int = 500) -> dict:
-    """q's values of every latent for ``observed`` data (evaluation mode), as numpy arrays."""
-    plan, settings = compiled.plan, compiled.settings
+    """q's values of every latent for ``observed`` data (:meth:`Run.infer <ggdsl.run.Run.infer>`
+    of the state's own weights, ``chunk`` examples at a time), as numpy arrays."""
+    from ggdsl.run import Run
 
-    def infer(g_params, g_rest, batch):
-        gen = nnx.merge(compiled.g_def, g_params, g_rest, copy=True)
-        values, _, _ = sample_q(
-            gen, plan, split_observed(plan, batch), jax.random.key(0), train=False, settings=settings
-        )
-        return values
-
-    fn = compiled.jitted("pretrain_codes", infer)
+    run = Run.from_state(compiled, {k: v for k, v in state.items() if k != "g_ema"}, None, 0)
     total = len(next(iter(observed.values())))
-    parts = [
-        fn(state["g_params"], state["g_rest"], {k: jnp.asarray(v[i : i + chunk]) for k, v in observed.items()})
-        for i in range(0, total, chunk)
-    ]
-    return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in parts[0]}
+    parts = [run.infer({k: v[i : i + chunk] for k, v in observed.items()}) for i in range(0, total, chunk)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def kmeans_means(
@@ -142,7 +135,8 @@ def kmeans_means(
     gen = compiled.generative(state)
     summary: dict[str, float] = {}
     for mixture in mixtures(compiled.plan):
-        h = values[mixture.h].reshape(len(values[mixture.h]), -1).astype(np.float64)
+        code = values[compiled.plan.analysis.templates[mixture.h]]
+        h = code.reshape(len(code), -1).astype(np.float64)
         fit = KMeans(n_clusters=mixture.classes, n_init=10, random_state=seed).fit(h)
         centres = np.asarray(fit.cluster_centers_, np.float32)
         if jax.process_count() > 1:
@@ -187,6 +181,13 @@ def pretrain(
         g_params, g_rest, opt, error = step_fn(g_params, g_rest, opt, next(batches), jax.random.fold_in(base_key, step))
         if on_step is not None:
             on_step(step, error)
+    finite = bool(jnp.isfinite(error)) and all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g_params))
+    if not finite:
+        raise TrainError(
+            f"train.pretrain: the reconstruction error or the weights are not finite after {config['steps']} "
+            f"steps (last error {float(error)}); nothing was saved. Check the data for NaN or inf, or lower "
+            "train.pretrain.optimizer.learning_rate"
+        )
     state = {**state, "g_params": g_params, "g_rest": g_rest}
     summary = {
         "pretrain/recon": float(error),  # waits for the last step

@@ -91,7 +91,7 @@ class Run:
             }
 
     @classmethod
-    def from_state(cls, compiled: Compiled, state: TrainState, run_dir: RunDir, step: int) -> Run:
+    def from_state(cls, compiled: Compiled, state: TrainState, run_dir: RunDir | None, step: int) -> Run:
         """A run around a model in memory (used for evaluation during training)."""
         run = cls.__new__(cls)
         run.dir, run.spec, run.compiled, run.step = run_dir, compiled.spec, compiled, step

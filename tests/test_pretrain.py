@@ -18,7 +18,7 @@ import ggdsl.pretrain as pretrain_module
 from ggdsl.build import module_key
 from ggdsl.cli import BUNDLED
 from ggdsl.compiled import compile_spec
-from ggdsl.errors import BuildError, SpecError
+from ggdsl.errors import BuildError, SpecError, TrainError
 from ggdsl.explain import explain
 from ggdsl.objective import reconstruct, sample_q, split_observed
 from ggdsl.pretrain import codes, init_kind, mixtures, pretrain
@@ -129,6 +129,14 @@ def test_init_none_leaves_the_means_where_they_were_and_the_ema_follows():
     assert set(summary) == {"pretrain/recon", "pretrain/steps", "pretrain/steps_per_s"}
     for a, b in zip(jax.tree.leaves(new["g_ema"]), jax.tree.leaves(new["g_params"]), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_pretraining_stops_with_a_clear_error_before_k_means():
+    compiled = compile_spec(_spec("train.pretrain={steps: 4, examples: 100}"))
+    dataset, _ = open_training_data(compiled.spec)
+    bad = ({"x": np.full((16, 8, 8, 1), np.nan, np.float32)} for _ in range(4))
+    with pytest.raises(TrainError, match=r"train.pretrain: .* not finite after 4 steps .* nothing was saved"):
+        pretrain(compiled, compiled.init_state(0), bad, dataset)
 
 
 OVERRIDES = [
