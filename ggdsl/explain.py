@@ -251,6 +251,12 @@ def explain(spec: Spec) -> str:
         then = (
             f", then the component means of p({', '.join(analysis.q_parents[k][0] for k in analysis.exact)} | "
             f"{', '.join(analysis.exact)}) at the k-means centres of {pre['examples']} codes E(x)"
+            + (
+                ""
+                if pre["rescale"] is False
+                else ", the codes scaled to p's std about them"
+                + (" where the networks allow" if pre["rescale"] == "auto" else "")
+            )
             if init == "kmeans"
             else ""
         )

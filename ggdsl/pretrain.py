@@ -23,7 +23,8 @@ from flax import nnx
 from ggdsl.build import build_modules, module_key
 from ggdsl.compiled import Compiled, TrainState, make_optimizer
 from ggdsl.errors import BuildError, TrainError
-from ggdsl.objective import reconstruction_error, sample_q, split_observed
+from ggdsl.nets.modules import Block, Dense
+from ggdsl.objective import _definition, _std, reconstruction_error, sample_q, split_observed
 from ggdsl.plan import ModelPlan
 
 
@@ -73,6 +74,71 @@ def _means_layer(gen: Any, mixture: Mixture) -> nnx.Linear:
     return linears[0]
 
 
+def _plain_dense(block: Block) -> nnx.Linear | None:
+    """The ``nnx.Linear`` of a dense layer with no norm, no activation and no spectral normalisation."""
+    op = block.op
+    if isinstance(op, Dense) and op.spectral is None and block.norm is None and block.act == "linear":
+        return op.linear
+    return None
+
+
+@dataclass(frozen=True)
+class CodeScale:
+    """Where a mixture's codes are rescaled: the extractor's last dense layer (its output is
+    the code) and, per network that reads the code, the first dense layer with the rows of
+    its kernel that the code feeds."""
+
+    extractor: nnx.Linear
+    readers: tuple[tuple[nnx.Linear, slice], ...]
+
+
+def _reader_rows(net: Any, name: str) -> tuple[nnx.Linear, slice] | None:
+    """The first dense layer of ``net`` and the kernel rows its vector input ``name`` feeds."""
+    branch = next((i for i, names in enumerate(net.branch_inputs) if name in names), None)
+    if branch is None or branch != len(net.branches) - 1 or len(net.branches[branch]) or not len(net.head):
+        return None
+    first = net.head[0].op
+    if not isinstance(first, Dense) or first.spectral is not None:
+        return None
+    shapes = dict(net.input_shapes)
+    names = net.branch_inputs[branch]
+    size = int(np.prod(shapes[name]))
+    after = sum(int(np.prod(shapes[n])) for n in names[names.index(name) + 1 :])
+    rows = first.linear.kernel.shape[0]
+    return first.linear, slice(rows - after - size, rows - after)
+
+
+def code_scale(gen: Any, plan: ModelPlan, mixture: Mixture) -> CodeScale | str:
+    """The layers that rescale ``mixture.h``'s codes without changing any network's output,
+    or why there are none (a sentence)."""
+    h = mixture.h
+    ext_key = plan.extractor_of.get(h)
+    if ext_key is None:
+        return f"{h} has no extractor"
+    if tuple(plan.extractors[ext_key].members) != (h,):
+        return f"{h}'s extractor {ext_key} also gives other latents"
+    net = gen.extractors[module_key(ext_key)]
+    blocks = list(net.head) if len(net.head) else list(net.branches[-1])
+    last = _plain_dense(blocks[-1]) if blocks else None
+    if last is None:
+        return f"the last layer of {h}'s extractor {ext_key} is not a dense layer without norm or act"
+    readers = []
+    for role, specs, modules in (
+        ("generator", plan.generators, gen.generators),
+        ("extractor", plan.extractors, gen.extractors),
+    ):
+        for key, spec in specs.items():
+            names = {name for binding in spec.bindings for name, nodes in binding.items() if h in nodes}
+            if not names:
+                continue
+            bound = [binding[name] for binding in spec.bindings for name in names if name in binding]
+            found = _reader_rows(modules[module_key(key)], next(iter(names)))
+            if len(names) > 1 or len(spec.bindings) > 1 or any(tuple(b) != (h,) for b in bound) or found is None:
+                return f"the {role} {key} reads {h} through more than one dense layer's rows"
+            readers.append(found)
+    return CodeScale(last, tuple(readers))
+
+
 def check_pretrain(compiled: Compiled) -> None:
     """Raises :class:`BuildError` for a ``train.pretrain`` this model cannot run."""
     config = compiled.spec.train.pretrain
@@ -91,6 +157,12 @@ def check_pretrain(compiled: Compiled) -> None:
         gen, _ = nnx.eval_shape(lambda: build_modules(plan, 0))
         for mixture in mixtures(plan):
             _means_layer(gen, mixture)
+            found = code_scale(gen, plan, mixture)
+            if config["rescale"] is True and isinstance(found, str):
+                raise BuildError(
+                    f"train.pretrain.rescale: true scales {mixture.h}'s codes, but {found}; use rescale: false "
+                    "(or auto, which then leaves the codes as they are)"
+                )
 
 
 def make_pretrain_step(compiled: Compiled, tx: optax.GradientTransformation) -> Callable:
@@ -125,6 +197,22 @@ def codes(compiled: Compiled, state: TrainState, observed: Mapping[str, np.ndarr
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
+def _rescale(compiled: Compiled, gen: Any, mixture: Mixture, spread: float) -> float:
+    """Scales ``mixture.h``'s codes by std / ``spread`` where ``train.pretrain.rescale`` asks
+    it and the networks allow it; returns the factor (1.0 where nothing was scaled)."""
+    setting = compiled.spec.train.pretrain["rescale"]
+    found = code_scale(gen, compiled.plan, mixture)
+    if setting is False or isinstance(found, str) or spread <= 0:
+        return 1.0
+    var, std_key = _definition(compiled.plan, mixture.h)
+    scale = float(jnp.mean(_std(gen, var, std_key))) / spread
+    found.extractor.kernel[...] = found.extractor.kernel[...] * scale
+    found.extractor.bias[...] = found.extractor.bias[...] * scale
+    for linear, rows in found.readers:
+        linear.kernel[...] = linear.kernel[...].at[rows].divide(scale)
+    return scale
+
+
 def kmeans_means(
     compiled: Compiled, state: TrainState, observed: Mapping[str, np.ndarray], seed: int
 ) -> tuple[TrainState, dict[str, float]]:
@@ -143,10 +231,13 @@ def kmeans_means(
             from jax.experimental import multihost_utils
 
             centres = np.asarray(multihost_utils.broadcast_one_to_all(centres))
+        spread = float(np.sqrt(fit.inertia_ / h.size))  # rms distance to the centre, per coordinate
+        scale = _rescale(compiled, gen, mixture, spread)
         layer = _means_layer(gen, mixture)
-        layer.kernel[...] = jnp.asarray(centres) - layer.bias[...][None]
+        layer.kernel[...] = scale * jnp.asarray(centres) - layer.bias[...][None]
         sizes = np.bincount(fit.labels_, minlength=mixture.classes)
         summary[f"pretrain/kmeans_rms/{mixture.h}"] = float(np.sqrt(fit.inertia_ / len(h)))
+        summary[f"pretrain/code_scale/{mixture.h}"] = scale
         summary[f"pretrain/kmeans_smallest/{mixture.h}"] = float(sizes.min() / len(h))
     _, g_params, g_rest = nnx.split(gen, nnx.Param, ...)
     return {**state, "g_params": g_params, "g_rest": g_rest}, summary

@@ -53,6 +53,7 @@ def test_pretrain_fills_its_defaults_and_round_trips():
         "init": "auto",
         "optimizer": {"name": "adam", "learning_rate": 1.0e-3},
         "examples": 10000,
+        "rescale": "auto",
     }
     assert load_spec(spec.to_yaml()) == spec
     assert _spec().train.pretrain is None and "pretrain" not in _spec().to_yaml()
@@ -73,7 +74,7 @@ def test_pretrain_problems_name_the_key_and_its_line(tmp_path):
     assert problems == sorted(
         [
             f"{path}:{line}: train.pretrain.init: expected one of auto, kmeans, none; got 'kmean'",
-            f"{path}:{line}: train.pretrain.lr: unknown key 'lr' (known: examples, init, optimizer, steps)",
+            f"{path}:{line}: train.pretrain.lr: unknown key 'lr' (known: examples, init, optimizer, rescale, steps)",
             f"{path}:{line}: train.pretrain.steps: must be >= 1, got 0",
         ]
     )
@@ -92,7 +93,7 @@ def test_kmeans_needs_a_mixture_and_auto_resolves_by_the_model():
 
 
 def test_pretraining_fits_the_autoencoder_then_puts_the_means_at_the_kmeans_centres():
-    compiled = compile_spec(_spec("train.pretrain={steps: 60, examples: 300}", "train.seed=3"))
+    compiled = compile_spec(_spec("train.pretrain={steps: 60, examples: 300, rescale: false}", "train.seed=3"))
     dataset, _ = open_training_data(compiled.spec)
     state = compiled.init_state(3)
     x = np.asarray(dataset.features["image"][:200], np.float32)
@@ -116,8 +117,42 @@ def test_pretraining_fits_the_autoencoder_then_puts_the_means_at_the_kmeans_cent
         "pretrain/steps_per_s",
         "pretrain/kmeans_rms/h",
         "pretrain/kmeans_smallest/h",
+        "pretrain/code_scale/h",
     }
+    assert summary["pretrain/code_scale/h"] == 1.0
     assert summary["pretrain/steps"] == 60 and 0 < summary["pretrain/kmeans_smallest/h"] <= 0.1
+
+
+def test_rescaling_gives_the_codes_the_spread_of_p_and_changes_no_reconstruction():
+    runs = {}
+    for rescale in ("false", "auto"):
+        compiled = compile_spec(_spec(f"train.pretrain={{steps: 40, examples: 300, rescale: {rescale}}}"))
+        dataset, _ = open_training_data(compiled.spec)
+        new, summary = pretrain(compiled, compiled.init_state(0), open_batches(compiled.spec, dataset), dataset)
+        x = np.asarray(dataset.features["image"][:200], np.float32)
+        runs[rescale] = compiled, new, summary, x
+    compiled, plain, summary, x = runs["false"]
+    _, scaled, scaled_summary, _ = runs["auto"]
+    scale = scaled_summary["pretrain/code_scale/h"]
+    # The codes' rms distance to their k-means centre, per coordinate, becomes p(h | k)'s std.
+    spread = summary["pretrain/kmeans_rms/h"] / np.sqrt(16)
+    assert scale == pytest.approx(0.1 / spread, rel=1e-6) and scale != 1.0
+    h_plain = codes(compiled, plain, {"x": x})["h"]
+    h_scaled = codes(compiled, scaled, {"x": x})["h"]
+    np.testing.assert_allclose(h_scaled, scale * h_plain, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_means(compiled, scaled), scale * _means(compiled, plain), rtol=1e-4, atol=1e-6)
+    # The generator reads the scaled code through its first layer scaled back: G(E(x)) is unchanged.
+    assert _recon_error(compiled, scaled, x) == pytest.approx(_recon_error(compiled, plain, x), rel=1e-4)
+
+
+def test_rescale_true_needs_a_linear_code_layer_and_auto_then_leaves_the_codes():
+    tanh = "networks.enc=[{dense: 32, act: relu}, {dense: 16, act: tanh}]"
+    with pytest.raises(BuildError, match=r"rescale: true scales h's codes, but the last layer of h's extractor"):
+        compile_spec(_spec("train.pretrain={steps: 5, rescale: true}", tanh, "inference.nets.h=enc"))
+    compiled = compile_spec(_spec("train.pretrain={steps: 5, examples: 100}", tanh, "inference.nets.h=enc"))
+    dataset, _ = open_training_data(compiled.spec)
+    _, summary = pretrain(compiled, compiled.init_state(0), open_batches(compiled.spec, dataset), dataset)
+    assert summary["pretrain/code_scale/h"] == 1.0
 
 
 def test_init_none_leaves_the_means_where_they_were_and_the_ema_follows():

@@ -398,10 +398,12 @@ TRAIN_KEYS: dict[str, Key] = {
         lambda v: (v, None),
         default=None,
         doc="an autoencoder phase before the adversarial steps, {steps: n, init: auto | kmeans | none, "
-        "optimizer: {...}, examples: n}: n steps of |x - G(E(x))|^2 alone on the extractors and generators "
+        "optimizer: {...}, examples: n, rescale: auto | true | false}: n steps of |x - G(E(x))|^2 alone on "
+        "the extractors and generators "
         "(`optimizer`, default adam 1e-3), then (`init: kmeans`; `auto` where the model has a mixture) the "
         "component means of p(h | k) set to the k-means centres of `examples` codes E(x) of training data "
-        "(VaDE's initialisation; Jiang et al. 2017); off when unset",
+        "(VaDE's initialisation; Jiang et al. 2017), the codes scaled (`rescale`) so that their spread about "
+        "the centres is p(h | k)'s std; off when unset",
     ),
     "select": Key(
         check_choice(*SELECT_CRITERIA),
@@ -427,6 +429,13 @@ PRETRAIN_KEYS: dict[str, Key] = {
         doc="the pretraining optimiser (an optax factory by name with its arguments)",
     ),
     "examples": Key(check_int(10, 1 << 30), default=10000, doc="training examples whose codes k-means reads"),
+    "rescale": Key(
+        check_any_of(check_choice("auto"), check_bool),
+        default="auto",
+        doc="`true` or `false`; with kmeans: scale the codes (the extractor's last dense layer, and the first "
+        "dense layer of every generator that reads h by the inverse, so G(E(x)) is unchanged) until their spread about "
+        "their k-means centre is p(h | k)'s std per coordinate; `auto`: where the networks allow it",
+    ),
 }
 
 EVAL_NAMES: tuple[str, ...] = (
