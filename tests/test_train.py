@@ -54,6 +54,9 @@ def _expected_metrics(spec) -> set[str]:
         keys.add("latent_recon")
     if spec.objective.code_likelihood:
         keys.add("code_nll")
+    consistency = spec.objective.consistency
+    if any(consistency.values()) if isinstance(consistency, dict) else consistency:
+        keys.add("consistency")
     if spec.objective.r1:
         keys |= {f"r1/{g}" for g in groups}
     if spec.objective.instance_noise:
