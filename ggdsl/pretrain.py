@@ -109,8 +109,9 @@ def _reader_rows(net: Any, name: str) -> tuple[nnx.Linear, slice] | None:
 
 
 def code_scale(gen: Any, plan: ModelPlan, mixture: Mixture) -> CodeScale | str:
-    """The layers that rescale ``mixture.h``'s codes without changing any network's output,
-    or why there are none (a sentence)."""
+    """The layers that rescale ``mixture.h``'s codes without changing what p and q compute,
+    or why there are none (a sentence). The discriminators that read h are left as they
+    are: pretraining has not trained them."""
     h = mixture.h
     ext_key = plan.extractor_of.get(h)
     if ext_key is None:
@@ -134,7 +135,7 @@ def code_scale(gen: Any, plan: ModelPlan, mixture: Mixture) -> CodeScale | str:
             bound = [binding[name] for binding in spec.bindings for name in names if name in binding]
             found = _reader_rows(modules[module_key(key)], next(iter(names)))
             if len(names) > 1 or len(spec.bindings) > 1 or any(tuple(b) != (h,) for b in bound) or found is None:
-                return f"the {role} {key} reads {h} through more than one dense layer's rows"
+                return f"the {role} {key} does not read {h} alone as a vector input of its first dense layer"
             readers.append(found)
     return CodeScale(last, tuple(readers))
 
