@@ -430,7 +430,11 @@ PRETRAIN_KEYS: dict[str, Key] = {
     ),
     "examples": Key(check_int(10, 1 << 30), default=10000, doc="training examples whose codes k-means reads"),
     "rescale": Key(
-        check_any_of(check_choice("auto"), check_bool),
+        lambda v: (
+            (v, None)
+            if v == "auto" or isinstance(v, bool)
+            else (None, f"expected auto, true or false; got {_describe(v)}")
+        ),
         default="auto",
         doc="`true` or `false`; with kmeans: scale the codes (the extractor's last dense layer, and the first "
         "dense layer of every generator that reads h by the inverse, so G(E(x)) is unchanged) until their spread about "
