@@ -260,7 +260,15 @@ def explain(spec: Spec) -> str:
             if init == "kmeans"
             else ""
         )
-        lines.append(f"  first {pre['steps']} steps of |x - G(E(x))|^2 alone (train.pretrain){then}")
+        loss = "|x - G(E(x))|^2"
+        if pre.get("augment"):
+            maps = pre["augment"]
+            target = "T(x)" if maps["target"] == "transformed" else "x"
+            loss = (
+                f"|{target} - G(E(T(x)))|^2, T a random shift of +-{maps['shift']:g} px, turn of "
+                f"+-{maps['rotate']:g} deg and zoom of +-{maps['scale']:g},"
+            )
+        lines.append(f"  first {pre['steps']} steps of {loss} alone (train.pretrain){then}")
     if spec.train.ema:
         lines.append(f"  sampling and evaluation use an EMA of the G/E weights (decay {spec.train.ema:g})")
     discrete = [z for z in analysis.latent if spec.model[analysis.templates[z]].type == "categorical"]

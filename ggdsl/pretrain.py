@@ -24,7 +24,7 @@ from ggdsl.build import build_modules, module_key
 from ggdsl.compiled import Compiled, TrainState, make_optimizer
 from ggdsl.errors import BuildError, TrainError
 from ggdsl.nets.modules import Block, Dense
-from ggdsl.objective import _definition, _std, reconstruction_error, sample_q, split_observed
+from ggdsl.objective import _definition, _std, augment_images, reconstruction_error, sample_q, split_observed
 from ggdsl.plan import ModelPlan
 
 
@@ -167,16 +167,26 @@ def check_pretrain(compiled: Compiled) -> None:
 
 
 def make_pretrain_step(compiled: Compiled, tx: optax.GradientTransformation) -> Callable:
-    """The jitted autoencoder step ``(g_params, g_rest, opt, batch, key) -> (g_params, g_rest, opt, error)``."""
+    """The jitted autoencoder step ``(g_params, g_rest, opt, batch, key) -> (g_params, g_rest, opt, error)``.
+
+    With ``train.pretrain.augment``, the extractors read each image under a random affine map
+    T and the generators rebuild T(x) (``target: transformed``) or x (``target: original``).
+    """
     plan, settings, g_def = compiled.plan, compiled.settings, compiled.g_def
+    augment = compiled.spec.train.pretrain.get("augment")
+    maps = tuple(float(augment[key]) for key in ("shift", "rotate", "scale")) if augment else None
 
     def loss_fn(g_params, g_rest, batch, key):
         gen = nnx.merge(g_def, g_params, g_rest, copy=True)
         observed = split_observed(plan, batch)
-        key_q, key_r = jax.random.split(key)
+        key_q, key_r, key_a = jax.random.split(key, 3)
+        seen = target = observed
+        if maps is not None:  # the autoencoder reads T(x), and rebuilds T(x) or x
+            seen = augment_images(plan, observed, key_a, maps)
+            target = seen if augment["target"] == "transformed" else observed
         stack = settings.stack_steps
-        q_values, _, _ = sample_q(gen, plan, observed, key_q, train=True, settings=settings, stack_steps=stack)
-        error = reconstruction_error(gen, plan, q_values, observed, key_r, train=True, stack_steps=stack)
+        q_values, _, _ = sample_q(gen, plan, seen, key_q, train=True, settings=settings, stack_steps=stack)
+        error = reconstruction_error(gen, plan, q_values, target, key_r, train=True, stack_steps=stack)
         return error, nnx.split(gen, nnx.Param, ...)[2]
 
     def step(g_params, g_rest, opt, batch, key):

@@ -236,3 +236,64 @@ def test_a_signal_while_pretraining_saves_nothing_and_the_resume_pretrains_from_
     monkeypatch.setattr(pretrain_module, "make_pretrain_step", made)
     compile_and_train(resume=run_dir, progress=False, evaluate_at_end=False)
     assert [r["step"] for r in _records(run_dir)] == [0, 6, 12]
+
+
+def test_pretrain_augment_fills_its_defaults_round_trips_and_names_its_problems(tmp_path):
+    spec = _spec("train.pretrain={steps: 50, augment: {shift: 2}}")
+    assert dict(spec.train.pretrain["augment"]) == {"shift": 2.0, "rotate": 0.0, "scale": 0.0, "target": "transformed"}
+    assert load_spec(spec.to_yaml()) == spec
+    assert "first 50 steps of |T(x) - G(E(T(x)))|^2, T a random shift of +-2 px" in explain(spec)
+    denoise = _spec("train.pretrain={steps: 50, augment: {rotate: 15, target: original}}")
+    assert "first 50 steps of |x - G(E(T(x)))|^2" in explain(denoise)
+
+    text = (BUNDLED / "gmgan_digits.yaml").read_text()
+    bad = "  pretrain: {steps: 5, augment: {shift: 40, target: input, apply_to: [consistency]}}"
+    path = tmp_path / "spec.yaml"
+    path.write_text(text.replace("train:\n", f"train:\n{bad}\n"))
+    line = path.read_text().splitlines().index(bad) + 1
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    assert sorted(str(p) for p in error.value.problems) == [
+        f"{path}:{line}: train.pretrain.augment.apply_to: unknown key 'apply_to' (known: rotate, scale, shift, target)",
+        f"{path}:{line}: train.pretrain.augment.shift: must be <= 16.0, got 40.0",
+        f"{path}:{line}: train.pretrain.augment.target: expected transformed or original, got 'input'",
+    ]
+
+
+def _pretrain_step_error(*overrides: str) -> float:
+    compiled = compile_spec(_spec(*overrides))
+    tx = pretrain_module.make_optimizer(compiled.spec.train.pretrain["optimizer"], "train.pretrain.optimizer")
+    state = compiled.init_state(0)
+    step = pretrain_module.make_pretrain_step(compiled, tx)
+    x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype(np.float32)
+    *_, error = step(state["g_params"], state["g_rest"], tx.init(state["g_params"]), {"x": x}, jax.random.key(5))
+    return float(error)
+
+
+def test_pretrain_augment_with_identity_maps_is_the_plain_step_and_a_real_map_changes_it():
+    plain = _pretrain_step_error("train.pretrain={steps: 5}")
+    for target in ("transformed", "original"):
+        identity = f"train.pretrain={{steps: 5, augment: {{shift: 0, target: {target}}}}}"
+        assert _pretrain_step_error(identity) == pytest.approx(plain, rel=1e-6)
+    moved = _pretrain_step_error("train.pretrain={steps: 5, augment: {shift: 2, rotate: 30, target: original}}")
+    assert abs(moved - plain) > 1e-3 * plain
+
+
+def _invariance(compiled, state, x: np.ndarray) -> float:
+    """Mean |E(T(x)) - E(x)|^2 over the codes' total variance, T a fixed draw of random maps."""
+    from ggdsl.objective import random_affine
+
+    moved = np.asarray(random_affine(jnp.asarray(x), jax.random.key(11), 1.0, 20.0, 0.1))
+    h, h_moved = codes(compiled, state, {"x": x})["h"], codes(compiled, state, {"x": moved})["h"]
+    return float(np.mean(np.sum((h_moved - h) ** 2, -1)) / np.mean(np.sum((h - h.mean(0)) ** 2, -1)))
+
+
+def test_a_denoising_pretraining_gives_codes_that_ignore_the_maps():
+    ratios = {}
+    denoising = ", augment: {shift: 1, rotate: 20, scale: 0.1, target: original}"
+    for name, extra in (("plain", ""), ("denoising", denoising)):
+        compiled = compile_spec(_spec(f"train.pretrain={{steps: 300, examples: 100, init: none{extra}}}"))
+        dataset, _ = open_training_data(compiled.spec)
+        new, _ = pretrain(compiled, compiled.init_state(0), open_batches(compiled.spec, dataset), dataset)
+        ratios[name] = _invariance(compiled, new, np.asarray(dataset.features["image"][:500], np.float32))
+    assert ratios["denoising"] < 0.7 * ratios["plain"], ratios

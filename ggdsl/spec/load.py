@@ -46,6 +46,7 @@ from ggdsl.spec.schema import (
     INFERENCE_KEYS,
     NODE_TYPES,
     OBJECTIVE_KEYS,
+    PRETRAIN_AUGMENT_TARGETS,
     PRETRAIN_KEYS,
     TOP_KEYS,
     TRAIN_KEYS,
@@ -441,10 +442,11 @@ class _Loader:
             nets=freeze(parsed),
         )
 
-    def _augment(self, value: Any) -> FrozenDict | None:
-        """``objective.augment``: {shift: pixels, rotate: degrees, scale: fraction, apply_to: [...]}, or unset."""
-        path = "objective.augment"
-        known = _known([*AUGMENT_KEYS, "apply_to"])
+    def _augment(self, value: Any, path: str = "objective.augment") -> FrozenDict | None:
+        """``objective.augment``: {shift: pixels, rotate: degrees, scale: fraction, apply_to: [...]}, or
+        ``train.pretrain.augment``: the same maps with {target: transformed | original}; None when unset."""
+        pretrain = path != "objective.augment"
+        known = _known([*AUGMENT_KEYS, "target" if pretrain else "apply_to"])
         if value is None:
             return None
         if not isinstance(value, Mapping) or not value:
@@ -452,9 +454,16 @@ class _Loader:
             return None
         checked: dict[str, Any] = {}
         targets = [AUGMENT_TARGETS[0]]
+        target = PRETRAIN_AUGMENT_TARGETS[0]
         for name, amount in value.items():
             where = join(path, str(name))
-            if name == "apply_to":
+            if pretrain and name == "target":
+                if amount not in PRETRAIN_AUGMENT_TARGETS:
+                    self.error(where, f"expected {' or '.join(PRETRAIN_AUGMENT_TARGETS)}, got {amount!r}")
+                else:
+                    target = amount
+                continue
+            if not pretrain and name == "apply_to":
                 listed = amount if isinstance(amount, list) else [amount]
                 wrong = [t for t in listed if t not in AUGMENT_TARGETS]
                 if wrong or not listed:
@@ -470,7 +479,8 @@ class _Loader:
                 self.error(where, message)
                 continue
             checked[str(name)] = number
-        return freeze({**{key: checked.get(key, 0.0) for key in AUGMENT_KEYS}, "apply_to": targets})
+        maps = {key: checked.get(key, 0.0) for key in AUGMENT_KEYS}
+        return freeze({**maps, "target": target} if pretrain else {**maps, "apply_to": targets})
 
     def _latent_weights(
         self, value: Any, model: Mapping[str, Variable] | None, path: str = "objective.latent_reconstruction"
@@ -602,6 +612,9 @@ class _Loader:
             )
             return None
         values["optimizer"] = dict(optimizer)
+        augment = self._augment(values.pop("augment", None), "train.pretrain.augment")
+        if augment is not None:
+            values["augment"] = augment
         return freeze(values)
 
     def _eval(self, raw: Any) -> tuple[str, ...]:

@@ -269,6 +269,8 @@ def node_type_names() -> tuple[str, ...]:
 # the terms it may apply to (`apply_to`; the first one when unset).
 AUGMENT_KEYS: dict[str, float] = {"shift": 16.0, "rotate": 180.0, "scale": 0.9}
 AUGMENT_TARGETS: tuple[str, ...] = ("latent_reconstruction", "discriminators", "consistency")
+# train.pretrain.augment's `target`: what the autoencoder reconstructs from a transformed image.
+PRETRAIN_AUGMENT_TARGETS: tuple[str, ...] = ("transformed", "original")
 
 # Sections other than `model`: key tables shared by the loader, builder and docs.
 INFERENCE_KEYS: dict[str, Key] = {
@@ -429,6 +431,14 @@ PRETRAIN_KEYS: dict[str, Key] = {
         doc="the pretraining optimiser (an optax factory by name with its arguments)",
     ),
     "examples": Key(check_int(10, 1 << 30), default=10000, doc="training examples whose codes k-means reads"),
+    "augment": Key(
+        lambda v: (v, None),
+        default=None,
+        doc="random affine maps of the images the autoencoder reads, {shift: pixels, rotate: degrees, scale: "
+        "fraction, target: transformed | original}, drawn per image as `objective.augment`'s; `target`: "
+        "reconstruct the transformed image itself (`transformed`, the default; DEC-DA, Guo et al. 2018) or "
+        "the original (`original`, a denoising autoencoder whose codes must ignore the map); off when unset",
+    ),
     "rescale": Key(
         lambda v: (
             (v, None)
