@@ -184,8 +184,13 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
             )
         if "consistency" in targets and not _recovers_latents(spec.objective.consistency):
             raise BuildError("objective.augment: applies to consistency, but objective.consistency (its weight) is 0")
-        if not any(len(spec.model[analysis.templates[n]].shape) == 3 for n in analysis.observed):
-            raise BuildError("objective.augment: no observed variable of this model is an image (shape [H, W, C])")
+    pretrain = spec.train.pretrain
+    for where, augment in (
+        ("objective.augment", spec.objective.augment),
+        ("train.pretrain.augment", pretrain and pretrain.get("augment")),
+    ):
+        if augment and not any(len(spec.model[analysis.templates[n]].shape) == 3 for n in analysis.observed):
+            raise BuildError(f"{where}: no observed variable of this model is an image (shape [H, W, C])")
     result = ModelPlan(spec, analysis)
     # Generators: one per template (first-step definitions apart).
     groups: dict[str, list[str]] = {}

@@ -298,3 +298,8 @@ def test_a_denoising_pretraining_gives_codes_that_ignore_the_maps():
         new, _ = pretrain(compiled, compiled.init_state(0), open_batches(compiled.spec, dataset), dataset)
         ratios[name] = _invariance(compiled, new, np.asarray(dataset.features["image"][:500], np.float32))
     assert ratios["denoising"] < 0.7 * ratios["plain"], ratios
+
+
+def test_pretrain_augment_needs_an_image_to_move():
+    with pytest.raises(BuildError, match=r"^train.pretrain.augment: no observed variable of this model is an image"):
+        compile_spec(_spec("train.pretrain={steps: 5, augment: {shift: 1}}", name="gmgan_toy.yaml"))
