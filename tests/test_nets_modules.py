@@ -207,3 +207,47 @@ def test_minibatch_std_on_vectors_adds_one_feature():
     net = Network(layers, {"h": (3,)}, rngs=nnx.Rngs(0))
     assert param_count(net) == (3 * 5 + 5) + (6 * 1 + 1)
     assert _call(net, _batch({"h": (3,)})).shape == (4, 1)
+
+
+def test_per_frame_conv_is_the_image_conv_on_every_frame():
+    each = Layer("conv", 6, FrozenDict(kernel=3, frames="each", act="leaky_relu", norm="batch"))
+    video = {"x": (5, 8, 8, 2)}
+    net = Network([each], video, rngs=nnx.Rngs(0))
+    image = Network([each], {"x": (8, 8, 2)}, rngs=nnx.Rngs(0))  # the same weights, on single frames
+    assert param_count(net) == param_count(image) == plan_param_count(network_plan([each], video), video)
+    x = _batch(video, batch=3)
+    out = np.asarray(_call(net, x))
+    assert out.shape == (3, 5, 4, 4, 6)
+    frames = np.asarray(_call(image, {"x": x["x"].reshape(15, 8, 8, 2)})).reshape(3, 5, 4, 4, 6)
+    np.testing.assert_allclose(out, frames, rtol=1e-5, atol=1e-6)
+    # frames move with their outputs: the convolution sees no order
+    order = np.array([4, 0, 3, 1, 2])
+    moved = np.asarray(_call(net, {"x": x["x"][:, order]}))
+    np.testing.assert_allclose(moved, out[:, order], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("op", "over", "reduce_axes"),
+    [("max", "all", (1, 2, 3)), ("mean", "space", (2, 3)), ("mean", "frames", (1,)), ("max", "frames", (1,))],
+)
+def test_pool_reduces_the_named_axes(op, over, reduce_axes):
+    layers = [Layer("pool", op, FrozenDict(over=over))]
+    video = {"x": (4, 3, 3, 2)}
+    net = Network(layers, video, rngs=nnx.Rngs(0))
+    assert param_count(net) == 0
+    x = _batch(video, batch=2)
+    expected = (np.max if op == "max" else np.mean)(np.asarray(x["x"]), axis=reduce_axes)
+    np.testing.assert_allclose(np.asarray(_call(net, x)), expected, rtol=1e-6)
+
+
+def test_pooled_video_extractor_ignores_frame_order():
+    layers = [
+        Layer("conv", 8, FrozenDict(kernel=4, frames="each", act="leaky_relu")),
+        Layer("pool", "max"),
+        Layer("dense", 3),
+    ]
+    video = {"x": (6, 8, 8, 1)}
+    net = Network(layers, video, rngs=nnx.Rngs(1))
+    x = _batch(video, batch=2)
+    reversed_ = {"x": x["x"][:, ::-1]}
+    np.testing.assert_allclose(np.asarray(_call(net, x)), np.asarray(_call(net, reversed_)), rtol=1e-5, atol=1e-6)

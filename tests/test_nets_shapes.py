@@ -28,7 +28,7 @@ from ggdsl.nets.shapes import (
 from ggdsl.spec.frozen import FrozenDict
 from ggdsl.spec.ir import Layer
 
-KNOWN = "conv, conv3d, crop, deconv, dense, dropout, flatten, minibatch_std, reshape"
+KNOWN = "conv, conv3d, crop, deconv, dense, dropout, flatten, minibatch_std, pool, reshape"
 
 
 def test_importing_shapes_does_not_import_jax():
@@ -68,6 +68,13 @@ def test_check_layer_keeps_what_was_written():
             [("norm", "expected one of batch, layer, spectral, none, got 'group'")],
         ),
         ({"crop": [7]}, [("crop", "expected a list of 2 ints, got 1 items")]),
+        ({"conv": 8, "frames": "stack"}, [("frames", "expected one of concat, each, got 'stack'")]),
+        ({"pool": "sum"}, [("pool", "expected one of mean, max, got 'sum'")]),
+        ({"pool": "max", "over": "time"}, [("over", "expected one of space, frames, all, got 'time'")]),
+        (
+            {"deconv": 8, "frames": "each"},
+            [("frames", "unknown key 'frames' for deconv (known: act, alpha, kernel, norm, padding, stride)")],
+        ),
         ({"dropout": 1.5}, [("dropout", "expected a rate in [0, 1), got 1.5")]),
         ({"flatten": False}, [("flatten", "expected null or true, got False")]),
         ({"act": "relu"}, [("", f"a layer needs a kind key (known: {KNOWN})")]),
@@ -97,7 +104,7 @@ json_like = st.recursive(
 layer_like = st.fixed_dictionaries(
     {
         st.sampled_from(
-            ["dense", "conv", "deconv", "conv3d", "reshape", "crop", "dropout", "flatten", "minibatch_std"]
+            ["dense", "conv", "deconv", "conv3d", "reshape", "crop", "dropout", "flatten", "minibatch_std", "pool"]
         ): json_like
     },
     optional={
@@ -107,6 +114,8 @@ layer_like = st.fixed_dictionaries(
         "alpha": json_like,
         "norm": json_like,
         "padding": json_like,
+        "frames": json_like,
+        "over": json_like,
         "ünï": json_like,
     },
 )
@@ -142,6 +151,27 @@ def test_shape_rules():
     assert layer_param_count(Layer("dense", 10, FrozenDict(norm="batch")), (5,)) == 60 + 20
 
 
+def test_per_frame_conv_and_pool_shapes():
+    each = Layer("conv", 32, FrozenDict(kernel=4, frames="each"))
+    assert layer_out_shape(each, (16, 32, 32, 1)) == (16, 16, 16, 32)
+    assert layer_param_count(each, (16, 32, 32, 1)) == 4 * 4 * 1 * 32 + 32  # one kernel for every frame
+    assert layer_out_shape(each, (32, 32, 3)) == (16, 16, 32)  # an image is one frame
+    assert layer_out_shape(Layer("conv", 32, FrozenDict(frames="concat")), (4, 8, 8, 1)) == (4, 4, 32)
+    video = (16, 8, 8, 64)
+    assert layer_out_shape(Layer("pool", "max"), video) == (64,)
+    assert layer_out_shape(Layer("pool", "mean", FrozenDict(over="space")), video) == (16, 64)
+    assert layer_out_shape(Layer("pool", "mean", FrozenDict(over="frames")), video) == (8, 8, 64)
+    assert layer_out_shape(Layer("pool", "max", FrozenDict(over="space")), (8, 8, 64)) == (64,)
+    assert layer_out_shape(Layer("pool", "max"), (8, 8, 64)) == (64,)
+    assert layer_param_count(Layer("pool", "max"), video) == 0
+    shapes = network_shapes([each, Layer("conv", 64, FrozenDict(frames="each")), Layer("pool", "max")], (16, 32, 32, 1))
+    assert shapes == [(16, 32, 32, 1), (16, 16, 16, 32), (16, 8, 8, 64), (64,)]
+    with pytest.raises(BuildError, match=r"layer 0 \(pool: 'max'\): pool over frames expects a video"):
+        network_shapes([Layer("pool", "max", FrozenDict(over="frames"))], (8, 8, 3))
+    with pytest.raises(BuildError, match="pool expects an image .* or a video"):
+        network_shapes([Layer("pool", "mean")], (8,))
+
+
 def test_shape_errors_name_the_layer():
     layers = [Layer("dense", 49), Layer("reshape", (7, 7, 2))]
     with pytest.raises(BuildError, match=r"layer 1 \(reshape: \(7, 7, 2\)\): cannot reshape"):
@@ -150,8 +180,8 @@ def test_shape_errors_name_the_layer():
         network_shapes([Layer("deconv", 3)], (16,))
     with pytest.raises(BuildError, match="cannot crop 4x4 to 7x7"):
         network_shapes([Layer("crop", (7, 7))], (4, 4, 1))
-    with pytest.raises(BuildError, match="unknown layer 'pool'"):
-        network_shapes([Layer("pool", 2)], (4, 4, 1))
+    with pytest.raises(BuildError, match="unknown layer 'unpool'"):
+        network_shapes([Layer("unpool", 2)], (4, 4, 1))
 
 
 EXPECTED_PRESETS = {

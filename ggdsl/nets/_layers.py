@@ -8,11 +8,15 @@ Shape rules of the built-in kinds (``padding: same`` unless stated):
 
 - ``dense: n`` gives ``(n,)``; on an input of rank > 1 it flattens it first.
 - ``conv: c`` gives ``(ceil(H/s), ceil(W/s), c)``; on a video ``(T, H, W, C)`` it first
-  concatenates the frames along channels, ``(H, W, T*C)`` (the paper's ConcatX).
+  concatenates the frames along channels, ``(H, W, T*C)`` (the paper's ConcatX), or with
+  ``frames: each`` applies the same convolution to every frame, ``(T, ceil(H/s), ceil(W/s), c)``.
   ``padding: valid`` gives ``(H-k)//s + 1`` instead.
 - ``deconv: c`` gives ``(H*s, W*s, c)`` (TF / DCGAN ``SAME`` semantics); ``valid`` gives
   ``H*s + max(k-s, 0)``.
 - ``conv3d: c`` works on videos, striding time, height and width alike.
+- ``pool: mean | max`` reduces ``over`` the spatial axes (``space``), the frames
+  (``frames``) or both (``all``, the default): a video ``(T, H, W, C)`` gives ``(T, C)``,
+  ``(H, W, C)`` or ``(C,)``, an image ``(H, W, C)`` gives ``(C,)`` over ``space`` or ``all``.
 - ``reshape: [..]``, ``flatten: null``, ``crop: [h, w]`` (a centre crop of the spatial axes),
   ``dropout: rate``.
 
@@ -38,6 +42,7 @@ Check = Callable[[Any], "str | None"]
 ACTIVATIONS = ("leaky_relu", "linear", "relu", "sigmoid", "tanh")
 NORMS = ("batch", "layer", "spectral", "none")
 PADDINGS = ("same", "valid")
+FRAMES = ("concat", "each")
 MAX_SIZE = 2**31 - 1
 
 
@@ -310,8 +315,16 @@ def _norm_params(layer: Layer, channels: int) -> int:
     return 2 * channels if layer_option(layer, "norm") in ("batch", "layer") else 0
 
 
+def _per_frame(layer: Layer, shape: Shape) -> bool:
+    """Whether a 2-D conv applies to each frame of a video (``frames: each``)."""
+    return len(shape) == 4 and layer.kind == "conv" and layer_option(layer, "frames") == "each"
+
+
 def _as_image(layer: Layer, shape: Shape) -> Shape:
-    """The (H, W, C) a 2-D conv sees: a video's frames are concatenated along channels."""
+    """The (H, W, C) a 2-D conv sees: a video's frames are concatenated along channels, or
+    with ``frames: each`` each frame is an image of its own."""
+    if _per_frame(layer, shape):
+        return shape[1:]
     if len(shape) == 4:
         frames, height, width, channels = shape
         return (height, width, frames * channels)
@@ -324,11 +337,12 @@ def _conv_shape(layer: Layer, shape: Shape) -> Shape:
     height, width, _ = _as_image(layer, shape)
     kernel, stride = layer_option(layer, "kernel"), layer_option(layer, "stride")
     padding = layer_option(layer, "padding")
-    return (
+    out = (
         conv_out_size(height, kernel, stride, padding),
         conv_out_size(width, kernel, stride, padding),
         int(layer.value),
     )
+    return (shape[0], *out) if _per_frame(layer, shape) else out
 
 
 def _conv_params(layer: Layer, shape: Shape) -> int:
@@ -378,6 +392,26 @@ def _minibatch_std_shape(layer: Layer, shape: Shape) -> Shape:
     return (*shape[:-1], shape[-1] + 1)
 
 
+POOL_AXES = {"space": (-3, -2), "frames": (-4,), "all": (-4, -3, -2)}
+
+
+def pool_axes(layer: Layer, shape: Shape) -> tuple[int, ...]:
+    """The per-sample axes (negative, from the channels) a ``pool`` layer reduces."""
+    over = layer_option(layer, "over")
+    if len(shape) == 3:
+        if over == "frames":
+            raise ValueError(f"pool over frames expects a video (T, H, W, C), got shape {shape}")
+        return POOL_AXES["space"]
+    if len(shape) != 4:
+        raise ValueError(f"pool expects an image (H, W, C) or a video (T, H, W, C), got shape {shape}")
+    return POOL_AXES[over]
+
+
+def _pool_shape(layer: Layer, shape: Shape) -> Shape:
+    dropped = {len(shape) + axis for axis in pool_axes(layer, shape)}
+    return tuple(n for i, n in enumerate(shape) if i not in dropped)
+
+
 def _crop_shape(layer: Layer, shape: Shape) -> Shape:
     if len(shape) not in (3, 4):
         raise ValueError(f"crop expects an image or a video, got shape {shape}")
@@ -394,11 +428,12 @@ _ACT_KEYS = {
 }
 
 
-def _conv_keys(kernel: int) -> dict[str, Option]:
+def _conv_keys(kernel: int, **more: Option) -> dict[str, Option]:
     return {
         "kernel": Option(positive_int, kernel),
         "stride": Option(positive_int, 2),
         "padding": Option(one_of(*PADDINGS), "same"),
+        **more,
         **_ACT_KEYS,
     }
 
@@ -414,10 +449,11 @@ register_layer_kind(
 register_layer_kind(
     "conv",
     value=positive_int,
-    keys=_conv_keys(5),
+    keys=_conv_keys(5, frames=Option(one_of(*FRAMES), "concat")),
     out_shape=_conv_shape,
     param_count=_conv_params,
-    doc="2-D convolution with c output channels",
+    doc="2-D convolution with c output channels; on a video, `frames: concat` (the frames along channels) "
+    "or `each` (the same convolution on every frame)",
 )
 register_layer_kind(
     "deconv",
@@ -438,6 +474,13 @@ register_layer_kind(
 register_layer_kind("reshape", value=int_list(), out_shape=_reshape_shape, doc="reshape to the given shape")
 register_layer_kind("flatten", value=null_or_true, out_shape=_flatten_shape, doc="flatten to a vector")
 register_layer_kind("crop", value=int_list(2), out_shape=_crop_shape, doc="centre-crop the spatial axes to [h, w]")
+register_layer_kind(
+    "pool",
+    value=one_of("mean", "max"),
+    keys={"over": Option(one_of(*POOL_AXES), "all")},
+    out_shape=_pool_shape,
+    doc="mean or max over the spatial axes (`over: space`), the frames (`frames`) or both (`all`)",
+)
 register_layer_kind("dropout", value=rate, doc="dropout with the given rate (training only)")
 register_layer_kind(
     "minibatch_std",

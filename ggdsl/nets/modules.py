@@ -50,6 +50,7 @@ from ggdsl.nets.shapes import (
     layer_option,
     network_plan,
     plan_shapes,
+    pool_axes,
 )
 from ggdsl.spec.ir import Layer
 
@@ -136,7 +137,8 @@ class Conv(nnx.Module):
     """A convolution (2-D or 3-D) or a 2-D transposed convolution via :mod:`ggdsl.nets.conv`.
 
     A 2-D convolution on a video ``(B, T, H, W, C)`` concatenates its frames along
-    channels first, ``(B, H, W, T*C)``.
+    channels first, ``(B, H, W, T*C)``, or with ``per_frame`` convolves every frame alike,
+    ``(B, T, H', W', c)``.
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class Conv(nnx.Module):
         rngs: nnx.Rngs,
         conv_impl: str = "auto",
         spectral: bool = False,
+        per_frame: bool = False,
     ):
         spatial = 3 if kind == "conv3d" else 2
         shape = (*(kernel,) * spatial, in_channels, channels)
@@ -160,6 +163,7 @@ class Conv(nnx.Module):
         self.stride = stride
         self.padding = padding
         self.conv_impl = conv_impl
+        self.per_frame = per_frame
         self.spectral = SpectralState(channels, rngs=rngs) if spectral else None
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -170,6 +174,9 @@ class Conv(nnx.Module):
             y = conv_ops.conv_transpose2d(x, kernel, self.stride, self.padding, impl=self.conv_impl)
         elif self.kind == "conv3d":
             y = conv_ops.conv3d(x, kernel, self.stride, self.padding, impl=self.conv_impl)
+        elif x.ndim == 5 and self.per_frame:
+            y = conv_ops.conv2d(x.reshape(-1, *x.shape[2:]), kernel, self.stride, self.padding, impl=self.conv_impl)
+            y = y.reshape(*x.shape[:2], *y.shape[1:])
         else:
             if x.ndim == 5:
                 x = jnp.moveaxis(x, 1, 3).reshape(*x.shape[:1], *x.shape[2:4], -1)
@@ -235,7 +242,9 @@ def _build_dense(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_
 
 
 def _build_conv(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_impl):
-    in_channels = in_shape[-1] * (in_shape[0] if layer.kind == "conv" and len(in_shape) == 4 else 1)
+    video = layer.kind == "conv" and len(in_shape) == 4
+    per_frame = video and layer_option(layer, "frames") == "each"
+    in_channels = in_shape[-1] * (in_shape[0] if video and not per_frame else 1)
     return Conv(
         layer.kind,
         in_channels,
@@ -246,6 +255,7 @@ def _build_conv(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_i
         rngs=rngs,
         conv_impl=conv_impl,
         spectral=layer_option(layer, "norm") == "spectral",
+        per_frame=per_frame,
     )
 
 
@@ -262,6 +272,22 @@ def _build_reshape(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, con
 @register_layer_builder("crop")
 def _build_crop(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_impl):
     return Crop(in_shape, out_shape)
+
+
+class Pool(nnx.Module):
+    """The mean or max over some per-sample axes (``pool``)."""
+
+    def __init__(self, op: str, axes: Sequence[int]):
+        self.op = op
+        self.axes = tuple(axes)
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return (jnp.mean if self.op == "mean" else jnp.max)(x, axis=self.axes)
+
+
+@register_layer_builder("pool")
+def _build_pool(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_impl):
+    return Pool(str(layer.value), pool_axes(layer, in_shape))
 
 
 @register_layer_builder("dropout")

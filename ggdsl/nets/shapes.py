@@ -30,6 +30,7 @@ from ggdsl.nets._layers import (
     layer_param_count,
     network_param_count,
     network_shapes,
+    pool_axes,
     register_layer_kind,
 )
 from ggdsl.nets._plans import (
@@ -56,6 +57,7 @@ from ggdsl.nets._presets import (
 )
 
 __all__ = [
+    "pool_axes",
     "ACTIVATIONS",
     "LAYER_KINDS",
     "NORMS",
