@@ -251,3 +251,16 @@ def test_pooled_video_extractor_ignores_frame_order():
     x = _batch(video, batch=2)
     reversed_ = {"x": x["x"][:, ::-1]}
     np.testing.assert_allclose(np.asarray(_call(net, x)), np.asarray(_call(net, reversed_)), rtol=1e-5, atol=1e-6)
+
+
+def test_broadcast_tiles_the_vector_and_appends_coordinates():
+    net = Network([Layer("broadcast", (3, 4))], {"h": (2,), "v": (1,)}, rngs=nnx.Rngs(0))
+    assert param_count(net) == 0
+    h, v = jnp.asarray([[1.0, 2.0], [3.0, 4.0]]), jnp.asarray([[5.0], [6.0]])
+    out = np.asarray(_call(net, {"h": h, "v": v}))
+    assert out.shape == (2, 3, 4, 5)
+    np.testing.assert_array_equal(out[0, :, :, :3], np.broadcast_to([1.0, 2.0, 5.0], (3, 4, 3)))
+    np.testing.assert_array_equal(out[1, :, :, :3], np.broadcast_to([3.0, 4.0, 6.0], (3, 4, 3)))
+    np.testing.assert_allclose(out[1, :, 0, 3], [-1.0, 0.0, 1.0])  # rows
+    np.testing.assert_allclose(out[1, 0, :, 4], [-1.0, -1 / 3, 1 / 3, 1.0], rtol=1e-6)  # columns
+    np.testing.assert_array_equal(out[0, ..., 3:], out[1, ..., 3:])  # the same grid for every example

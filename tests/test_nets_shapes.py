@@ -28,7 +28,7 @@ from ggdsl.nets.shapes import (
 from ggdsl.spec.frozen import FrozenDict
 from ggdsl.spec.ir import Layer
 
-KNOWN = "conv, conv3d, crop, deconv, dense, dropout, flatten, minibatch_std, pool, reshape"
+KNOWN = "broadcast, conv, conv3d, crop, deconv, dense, dropout, flatten, minibatch_std, pool, reshape"
 
 
 def test_importing_shapes_does_not_import_jax():
@@ -69,6 +69,7 @@ def test_check_layer_keeps_what_was_written():
         ),
         ({"crop": [7]}, [("crop", "expected a list of 2 ints, got 1 items")]),
         ({"conv": 8, "frames": "stack"}, [("frames", "expected one of concat, each, got 'stack'")]),
+        ({"broadcast": [8]}, [("broadcast", "expected a list of 2 ints, got 1 items")]),
         ({"pool": "sum"}, [("pool", "expected one of mean, max, got 'sum'")]),
         ({"pool": "max", "over": "time"}, [("over", "expected one of space, frames, all, got 'time'")]),
         (
@@ -104,7 +105,19 @@ json_like = st.recursive(
 layer_like = st.fixed_dictionaries(
     {
         st.sampled_from(
-            ["dense", "conv", "deconv", "conv3d", "reshape", "crop", "dropout", "flatten", "minibatch_std", "pool"]
+            [
+                "dense",
+                "conv",
+                "deconv",
+                "conv3d",
+                "reshape",
+                "crop",
+                "dropout",
+                "flatten",
+                "minibatch_std",
+                "pool",
+                "broadcast",
+            ]
         ): json_like
     },
     optional={
@@ -168,6 +181,9 @@ def test_per_frame_conv_and_pool_shapes():
     assert shapes == [(16, 32, 32, 1), (16, 16, 16, 32), (16, 8, 8, 64), (64,)]
     with pytest.raises(BuildError, match=r"layer 0 \(pool: 'max'\): pool over frames expects a video"):
         network_shapes([Layer("pool", "max", FrozenDict(over="frames"))], (8, 8, 3))
+    assert layer_out_shape(Layer("broadcast", (16, 8)), (36,)) == (16, 8, 38)
+    with pytest.raises(BuildError, match=r"broadcast expects a vector \(n,\), got shape \(4, 4, 1\)"):
+        network_shapes([Layer("broadcast", (8, 8))], (4, 4, 1))
     with pytest.raises(BuildError, match="pool expects an image .* or a video"):
         network_shapes([Layer("pool", "mean")], (8,))
 

@@ -17,6 +17,8 @@ Shape rules of the built-in kinds (``padding: same`` unless stated):
 - ``pool: mean | max`` reduces ``over`` the spatial axes (``space``), the frames
   (``frames``) or both (``all``, the default): a video ``(T, H, W, C)`` gives ``(T, C)``,
   ``(H, W, C)`` or ``(C,)``, an image ``(H, W, C)`` gives ``(C,)`` over ``space`` or ``all``.
+- ``broadcast: [h, w]`` tiles a vector ``(n,)`` over an ``h x w`` grid and appends two
+  channels of coordinates in [-1, 1], ``(h, w, n + 2)`` (the spatial broadcast decoder).
 - ``reshape: [..]``, ``flatten: null``, ``crop: [h, w]`` (a centre crop of the spatial axes),
   ``dropout: rate``.
 
@@ -412,6 +414,13 @@ def _pool_shape(layer: Layer, shape: Shape) -> Shape:
     return tuple(n for i, n in enumerate(shape) if i not in dropped)
 
 
+def _broadcast_shape(layer: Layer, shape: Shape) -> Shape:
+    if len(shape) != 1:
+        raise ValueError(f"broadcast expects a vector (n,), got shape {shape}; add a flatten before it")
+    height, width = (int(n) for n in layer.value)
+    return (height, width, shape[0] + 2)
+
+
 def _crop_shape(layer: Layer, shape: Shape) -> Shape:
     if len(shape) not in (3, 4):
         raise ValueError(f"crop expects an image or a video, got shape {shape}")
@@ -473,6 +482,12 @@ register_layer_kind(
 )
 register_layer_kind("reshape", value=int_list(), out_shape=_reshape_shape, doc="reshape to the given shape")
 register_layer_kind("flatten", value=null_or_true, out_shape=_flatten_shape, doc="flatten to a vector")
+register_layer_kind(
+    "broadcast",
+    value=int_list(2),
+    out_shape=_broadcast_shape,
+    doc="tile a vector over an [h, w] grid with two coordinate channels in [-1, 1] (Watters et al. 2019)",
+)
 register_layer_kind("crop", value=int_list(2), out_shape=_crop_shape, doc="centre-crop the spatial axes to [h, w]")
 register_layer_kind(
     "pool",

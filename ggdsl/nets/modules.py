@@ -274,6 +274,30 @@ def _build_crop(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_i
     return Crop(in_shape, out_shape)
 
 
+class Broadcast(nnx.Module):
+    """A vector tiled over a grid, with two channels of coordinates in [-1, 1] appended:
+    the spatial broadcast decoder's input (Watters et al. 2019)."""
+
+    def __init__(self, height: int, width: int):
+        self.height = height
+        self.width = width
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        rows, cols = jnp.meshgrid(
+            jnp.linspace(-1.0, 1.0, self.height, dtype=x.dtype),
+            jnp.linspace(-1.0, 1.0, self.width, dtype=x.dtype),
+            indexing="ij",
+        )
+        grid = jnp.broadcast_to(jnp.stack([rows, cols], -1), (x.shape[0], self.height, self.width, 2))
+        tiled = jnp.broadcast_to(x[:, None, None, :], (x.shape[0], self.height, self.width, x.shape[-1]))
+        return jnp.concatenate([tiled, grid], axis=-1)
+
+
+@register_layer_builder("broadcast")
+def _build_broadcast(layer: Layer, in_shape: Shape, out_shape: Shape, *, rngs, conv_impl):
+    return Broadcast(out_shape[0], out_shape[1])
+
+
 class Pool(nnx.Module):
     """The mean or max over some per-sample axes (``pool``)."""
 
