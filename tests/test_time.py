@@ -244,3 +244,51 @@ def test_ssgan_spec_traces_its_step(name):
     assert jax.tree.map(lambda a: (a.shape, a.dtype), out_state) == shapes
     assert {f"d_acc/{g}" for g in _groups(spec)} | {"d_loss", "g_loss"} <= set(metrics)
     assert all(m.shape == () and m.dtype == jnp.float32 for m in metrics.values()), metrics
+
+
+def test_pooled_content_extractor_and_broadcast_generator_train():
+    """A content extractor that reads every frame alike and pools (``frames: each``,
+    ``pool``) and a spatial-broadcast frame generator (``broadcast``) compile into a step
+    on the time plate; the content h of a video does not depend on its frames' order."""
+    spec = load_spec(
+        """
+name: pooled-ssgan
+data: {source: toy, observe: {x: x}}
+time: {steps: 3}
+model:
+  h: {type: normal, shape: [4]}
+  v: {type: implicit, steps: true, shape: [2], given: ["v[t-1]"], net: transition, noise: 2,
+      first: {type: normal, shape: [2]}}
+  x: {type: implicit, steps: true, observed: true, shape: [8, 8, 1], given: [h, v], net: broadcaster}
+inference: {family: mean_field, nets: {h: pooled, v: frame}}
+objective: {divergence: local, reconstruction: 1.0}
+networks:
+  broadcaster:
+    - {broadcast: [4, 4]}
+    - {conv: 8, kernel: 3, stride: 1, act: relu}
+    - {deconv: 1, kernel: 4, stride: 2, act: sigmoid}
+  pooled:
+    - {conv: 8, kernel: 3, stride: 2, act: leaky_relu, frames: each}
+    - {pool: max}
+    - {dense: 4}
+  frame:
+    - {conv: 8, kernel: 3, stride: 2, act: leaky_relu}
+    - {flatten: null}
+    - {dense: 2}
+train: {batch_size: 2}
+"""
+    )
+    compiled = compile_spec(spec)
+    state = compiled.init_state(0)
+    step = compiled.make_step(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        state, metrics = step(state, {"x": jnp.asarray(rng.uniform(size=(2, 3, 8, 8, 1)), jnp.float32)})
+        assert all(math.isfinite(float(v)) for v in metrics.values()), metrics
+    assert int(state["step"]) == 2
+    gen, _ = build_modules(plan_model(spec), 1)
+    (net,) = [gen.extractors[key] for key in gen.extractors if key.startswith("h")]
+    assert [shape for _, shape in net.input_shapes] == [(3, 8, 8, 1)]  # the video, one input
+    (name, _), video = net.input_shapes[0], jnp.asarray(rng.uniform(size=(2, 3, 8, 8, 1)), jnp.float32)
+    forward, backward = net({name: video}), net({name: video[:, ::-1]})
+    np.testing.assert_allclose(np.asarray(forward), np.asarray(backward), rtol=1e-5, atol=1e-6)
