@@ -151,6 +151,56 @@ def restore_state(compiled: Compiled, run: RunDir, step: int | None = None) -> t
     return unflatten_state(template, flat), extra
 
 
+def _differences(mine: Any, theirs: Any) -> list[str]:
+    """Paths whose shape or presence differ between two state trees (empty when they match)."""
+    ours = {jax.tree_util.keystr(path): np.shape(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(mine)}
+    other = {jax.tree_util.keystr(path): np.shape(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(theirs)}
+    out = [f"{p}: {other[p]} there, {ours[p]} here" for p in ours if p in other and other[p] != ours[p]]
+    out += [f"{p}: only here" for p in ours if p not in other]
+    out += [f"{p}: only there" for p in other if p not in ours]
+    return out
+
+
+def initial_weights(compiled: Compiled, state: TrainState, config: Mapping[str, Any]) -> tuple[TrainState, str]:
+    """``train.init_from``: ``state`` with the generators and extractors of another run's
+    checkpoint, and its discriminators where theirs have the same structure and shapes.
+
+    Optimiser states, the step and the data order stay fresh. Returns the state and a line
+    that says what was taken.
+
+    Raises:
+        TrainError: No such run or checkpoint, or its generators and extractors differ from
+            this spec's (the message lists the first differences).
+    """
+    source = RunDir(config["run"])
+    if not source.spec_path.exists():
+        raise TrainError(f"train.init_from: {source.path} is not a run folder (no {source.spec_path.name})")
+    theirs_spec = load_spec(source.spec_path)
+    theirs, extra = restore_state(compile_spec(theirs_spec), source, config.get("step"))
+    where = f"{source.path}, step {extra['step']}"
+    differ = _differences(state["g_params"], theirs["g_params"]) + _differences(state["g_rest"], theirs["g_rest"])
+    if differ:
+        shown = "; ".join(differ[:5]) + (f"; and {len(differ) - 5} more" if len(differ) > 5 else "")
+        raise TrainError(f"train.init_from: the generators and extractors of {where} differ from this spec's: {shown}")
+    taken = {"g_params": theirs["g_params"], "g_rest": theirs["g_rest"]}
+    if "g_ema" in state:
+        taken["g_ema"] = theirs.get("g_ema", theirs["g_params"])
+    critics = not (
+        _differences(state["d_params"], theirs["d_params"]) or _differences(state["d_rest"], theirs["d_rest"])
+    )
+    if critics:
+        taken |= {"d_params": theirs["d_params"], "d_rest": theirs["d_rest"]}
+    state = {**state, **jax.tree.map(jax.numpy.asarray, taken)}
+    state["g_opt"] = compiled.g_tx.init(state["g_params"])
+    state["d_opt"] = compiled.d_tx.init(state["d_params"])
+    what = (
+        "generators, extractors and discriminators"
+        if critics
+        else "generators and extractors (fresh discriminators: theirs differ)"
+    )
+    return state, f"init_from: {what} of {where}"
+
+
 def open_training_data(spec: Spec):
     """The training split less ``train.holdout`` examples, and those held out (or ``None``)."""
     from ggdsl.data.dataset import split_holdout
@@ -342,6 +392,10 @@ def _train(
         batches.restore(extra["data"])
     else:
         state = compiled.init_state(train_cfg.seed)
+        if train_cfg.init_from is not None:
+            state, note = initial_weights(compiled, state, train_cfg.init_from)
+            if primary and progress:
+                print(note, flush=True)
     parallel = DataParallel(train_cfg.devices, train_cfg.batch_size)
     state = parallel.state(state)
     if resuming and primary:

@@ -273,6 +273,58 @@ def test_resume_refuses_a_model_change(digits_runs):
         compile_and_train(resume=resumed.run_dir, overrides=["model.h.shape=[8]"], progress=False)
 
 
+def _leaves_equal(a, b) -> bool:
+    flat_a, flat_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(flat_a) == len(flat_b) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(flat_a, flat_b, strict=True)
+    )
+
+
+def test_init_from_starts_from_another_runs_weights(digits_runs, tmp_path):
+    whole, _ = digits_runs
+    source = restore_state(compile_spec(load_spec(RunDir(whole.run_dir).spec_path)), RunDir(whole.run_dir), 2)[0]
+    common = [*RESUME_OVERRIDES, "train.steps=0", f"train.init_from={{run: {whole.run_dir}, step: 2}}"]
+    # The same networks with another objective: every weight is taken, the rest is fresh.
+    same = compile_and_train(
+        "gmgan_digits", out=tmp_path, progress=False, evaluate_at_end=False, overrides=[*common, "objective.r1=1.0"]
+    )
+    state = restore_state(compile_spec(load_spec(RunDir(same.run_dir).spec_path)), RunDir(same.run_dir), 0)[0]
+    for part in ("g_params", "g_rest", "d_params", "d_rest"):
+        assert _leaves_equal(state[part], source[part]), part
+    assert int(state["step"]) == 0 and int(source["step"]) == 2
+    assert all(not np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(state["g_opt"]) if np.ndim(leaf) > 0)
+    assert load_spec(RunDir(same.run_dir).spec_path).train.init_from["run"] == str(whole.run_dir)
+    # The global twin: the same generators and extractors, one discriminator of its own.
+    other = compile_and_train(
+        "gmgan_digits_global", out=tmp_path, progress=False, evaluate_at_end=False, overrides=common
+    )
+    state = restore_state(compile_spec(load_spec(RunDir(other.run_dir).spec_path)), RunDir(other.run_dir), 0)[0]
+    assert _leaves_equal(state["g_params"], source["g_params"])
+    fresh = compile_spec(load_spec(RunDir(other.run_dir).spec_path)).init_state(0)
+    assert _leaves_equal(state["d_params"], fresh["d_params"])
+
+
+def test_init_from_refuses_other_networks(digits_runs, tmp_path):
+    from ggdsl.errors import SpecError, TrainError
+
+    whole, _ = digits_runs
+    differ = r"the generators and extractors of .*, step 6 differ .*: \(512, 16\) there, \(512, 8\) here"
+    with pytest.raises(TrainError, match=differ):
+        compile_and_train(
+            "gmgan_digits",
+            out=tmp_path,
+            progress=False,
+            overrides=["train.steps=0", f"train.init_from={whole.run_dir}", "model.h.shape=[8]"],
+        )
+    step_5 = f"train.init_from={{run: {whole.run_dir}, step: 5}}"
+    with pytest.raises(TrainError, match="no checkpoint for step 5"):
+        compile_and_train("gmgan_digits", out=tmp_path, progress=False, overrides=[step_5])
+    with pytest.raises(TrainError, match="is not a run folder"):
+        compile_and_train("gmgan_digits", out=tmp_path, progress=False, overrides=[f"train.init_from={tmp_path}"])
+    with pytest.raises(SpecError, match="train.init_from: a run starts from another run's weights or pretrains"):
+        load_spec(BUNDLED / "gmgan_mnist_cpu_pretrain.yaml", overrides=[f"train.init_from={whole.run_dir}"])
+
+
 def test_cli_sample_writes_png(digits_runs, tmp_path):
     _, resumed = digits_runs
     out = tmp_path / "f.png"

@@ -102,6 +102,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         **({"holdout": train.holdout} if train.holdout else {}),
         **({"select": train.select} if train.select != "last" else {}),
         **({"pretrain": thaw(train.pretrain)} if train.pretrain else {}),
+        **({"init_from": thaw(train.init_from)} if train.init_from else {}),
     }
     if spec.eval:
         out["eval"] = list(spec.eval)

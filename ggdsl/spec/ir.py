@@ -155,6 +155,7 @@ class TrainSpec:
     holdout: int = 0
     select: str = "last"
     pretrain: FrozenDict | None = None  # {steps, init, optimizer, examples}
+    init_from: FrozenDict | None = None  # {run, step}
 
 
 @dataclass(frozen=True)

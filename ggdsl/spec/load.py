@@ -44,6 +44,7 @@ from ggdsl.spec.schema import (
     COMMON_KEYS,
     EVAL_NAMES,
     INFERENCE_KEYS,
+    INIT_FROM_KEYS,
     NODE_TYPES,
     OBJECTIVE_KEYS,
     PRETRAIN_AUGMENT_TARGETS,
@@ -592,6 +593,13 @@ class _Loader:
             values["critic_optimizer"] = freeze(dict(critic)) if critic is not None else None
         if values.get("pretrain") is not None:
             values["pretrain"] = self._pretrain(values["pretrain"])
+        if values.get("init_from") is not None:
+            values["init_from"] = self._init_from(values["init_from"])
+            if values["init_from"] is not None and values.get("pretrain") is not None:
+                self.error(
+                    "train.init_from",
+                    "a run starts from another run's weights or pretrains, not both: unset train.pretrain",
+                )
         if values.get("select") not in (None, "last") and not values.get("holdout"):
             self.error(
                 "train.select",
@@ -599,6 +607,15 @@ class _Loader:
                 "(e.g. 1000), or use select: last",
             )
         return TrainSpec(**{k: v for k, v in values.items() if v is not None})
+
+    def _init_from(self, raw: Any) -> FrozenDict | None:
+        """``train.init_from``: {run, step}; a bare string is the run."""
+        values = _check_keys(self.ctx, {"run": raw} if isinstance(raw, str) else raw, "train.init_from", INIT_FROM_KEYS)
+        if values is None or "run" not in values:
+            return None
+        if values.get("step") is None:
+            values.pop("step", None)
+        return freeze(values)
 
     def _pretrain(self, raw: Any) -> FrozenDict | None:
         """``train.pretrain``: {steps, init, optimizer, examples}, defaults filled."""

@@ -407,6 +407,14 @@ TRAIN_KEYS: dict[str, Key] = {
         "(VaDE's initialisation; Jiang et al. 2017), the codes scaled (`rescale`) so that their spread about "
         "the centres is p(h | k)'s std; off when unset",
     ),
+    "init_from": Key(
+        lambda v: (v, None),
+        default=None,
+        doc="start from another run's weights, {run: RUN_DIR, step: n}: the generators and extractors "
+        "(and the discriminators where theirs have the same structure) of that run's checkpoint at `step` "
+        "(default its latest), with fresh optimiser states, step 0 and this spec's data order; the networks "
+        "must match this spec's. Instead of `pretrain`; off when unset",
+    ),
     "select": Key(
         check_choice(*SELECT_CRITERIA),
         default="last",
@@ -414,6 +422,12 @@ TRAIN_KEYS: dict[str, Key] = {
         "`holdout` examples, computed at every checkpoint: `reconstruction_mse` (x against p(x | q(z | x)), "
         "lowest) or `discriminator` (the factors' discriminators closest to chance, mean |accuracy - 0.5|)",
     ),
+}
+
+#: ``train.init_from`` keys.
+INIT_FROM_KEYS: dict[str, Key] = {
+    "run": Key(check_str, doc="the run folder whose weights start this run"),
+    "step": Key(check_int(0, 1 << 40), default=None, doc="its checkpoint to read (default: the latest)"),
 }
 
 #: ``train.pretrain`` keys.
