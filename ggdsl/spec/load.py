@@ -595,11 +595,6 @@ class _Loader:
             values["pretrain"] = self._pretrain(values["pretrain"])
         if values.get("init_from") is not None:
             values["init_from"] = self._init_from(values["init_from"])
-            if values["init_from"] is not None and values.get("pretrain") is not None:
-                self.error(
-                    "train.init_from",
-                    "a run starts from another run's weights or pretrains, not both: unset train.pretrain",
-                )
         if values.get("select") not in (None, "last") and not values.get("holdout"):
             self.error(
                 "train.select",

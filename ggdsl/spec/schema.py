@@ -413,7 +413,8 @@ TRAIN_KEYS: dict[str, Key] = {
         doc="start from another run's weights, {run: RUN_DIR, step: n}: the generators and extractors "
         "(and the discriminators where theirs have the same structure) of that run's checkpoint at `step` "
         "(default its latest), with fresh optimiser states, step 0 and this spec's data order; the networks "
-        "must match this spec's. Instead of `pretrain`; off when unset",
+        "must match this spec's. With `pretrain` set too, the autoencoder phase starts from these weights; off "
+        "when unset",
     ),
     "select": Key(
         check_choice(*SELECT_CRITERIA),
