@@ -463,3 +463,13 @@ def test_graph_svg_and_dot_name_every_node(tmp_path, plate):
     assert {"p(X, Z)", "q(Z | X)", "discriminators", "D(x|h,v)", "D(v|v[t-1])"} <= texts
     dot = draw(spec, tmp_path / "g.dot", plate=plate).read_text()
     assert dot.startswith('digraph "ssgan-moving-mnist-t4"') and dot.count("subgraph cluster_") >= 3
+
+
+QUALITY_SPECS = sorted((Path(__file__).resolve().parent.parent / "benchmarks" / "quality").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", QUALITY_SPECS, ids=[p.stem for p in QUALITY_SPECS])
+def test_benchmark_quality_specs_validate(path, capsys):
+    """The specs docs/quality.md runs by path load and plan (what `ggdsl validate` checks)."""
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}: ok: {load_spec(path).name}:")
