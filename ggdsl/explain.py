@@ -268,6 +268,14 @@ def explain(spec: Spec) -> str:
                 f"|{target} - G(E(T(x)))|^2, T a random shift of +-{maps['shift']:g} px, turn of "
                 f"+-{maps['rotate']:g} deg and zoom of +-{maps['scale']:g},"
             )
+        from ggdsl.pretrain import standardized
+
+        moved = standardized(spec, analysis)
+        if moved:
+            then += (
+                f", then the codes of {', '.join(moved)} shifted and scaled to mean 0, std 1 over "
+                f"{pre['examples']} examples"
+            )
         lines.append(f"  first {pre['steps']} steps of {loss} alone (train.pretrain){then}")
     if spec.train.ema:
         lines.append(f"  sampling and evaluation use an EMA of the G/E weights (decay {spec.train.ema:g})")

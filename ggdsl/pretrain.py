@@ -112,32 +112,87 @@ def code_scale(gen: Any, plan: ModelPlan, mixture: Mixture) -> CodeScale | str:
     """The layers that rescale ``mixture.h``'s codes without changing what p and q compute,
     or why there are none (a sentence). The discriminators that read h are left as they
     are: pretraining has not trained them."""
-    h = mixture.h
-    ext_key = plan.extractor_of.get(h)
-    if ext_key is None:
-        return f"{h} has no extractor"
-    if tuple(plan.extractors[ext_key].members) != (h,):
-        return f"{h}'s extractor {ext_key} also gives other latents"
+    return code_layers(gen, plan, mixture.h)
+
+
+def code_layers(gen: Any, plan: ModelPlan, latent: str) -> CodeScale | str:
+    """The layers that map the codes of ``latent`` (a template: every instance of it on the
+    time plate) affinely without changing G(E(x)), or why there are none (a sentence).
+
+    These are the last dense layer of its extractor and the first dense layer of every
+    generator or extractor that reads it. The networks that generate ``latent`` itself on
+    p's side (a transition) and the discriminators are left as they are: pretraining has not
+    trained them.
+    """
+    nodes = {node for node in plan.analysis.latent if plan.analysis.templates[node] == latent}
+    ext_keys = {plan.extractor_of.get(node) for node in nodes}
+    if not nodes or None in ext_keys:
+        return f"{latent} has no extractor"
+    if len(ext_keys) > 1 or not set(plan.extractors[next(iter(ext_keys))].members) <= nodes:
+        return f"{latent}'s extractor {', '.join(sorted(map(str, ext_keys)))} also gives other latents"
+    (ext_key,) = ext_keys
     net = gen.extractors[module_key(ext_key)]
     blocks = list(net.head) if len(net.head) else list(net.branches[-1])
     last = _plain_dense(blocks[-1]) if blocks else None
     if last is None:
-        return f"the last layer of {h}'s extractor {ext_key} is not a dense layer without norm or act"
+        return f"the last layer of {latent}'s extractor {ext_key} is not a dense layer without norm or act"
+    own = {plan.generator_of.get(node) for node in nodes}
     readers = []
     for role, specs, modules in (
         ("generator", plan.generators, gen.generators),
         ("extractor", plan.extractors, gen.extractors),
     ):
         for key, spec in specs.items():
-            names = {name for binding in spec.bindings for name, nodes in binding.items() if h in nodes}
+            if role == "generator" and key in own:
+                continue
+            names = {name for b in spec.bindings for name, found in b.items() if nodes & set(found)}
             if not names:
                 continue
-            bound = [binding[name] for binding in spec.bindings for name in names if name in binding]
-            found = _reader_rows(modules[module_key(key)], next(iter(names)))
-            if len(names) > 1 or len(spec.bindings) > 1 or any(tuple(b) != (h,) for b in bound) or found is None:
-                return f"the {role} {key} does not read {h} alone as a vector input of its first dense layer"
+            (name,) = names if len(names) == 1 else (None,)
+            bound = [b.get(name, ()) for b in spec.bindings] if name is not None else []
+            found = _reader_rows(modules[module_key(key)], name) if name is not None else None
+            if found is None or any(len(b) != 1 or b[0] not in nodes for b in bound):
+                return f"the {role} {key} does not read {latent} alone as a vector input of its first dense layer"
             readers.append(found)
     return CodeScale(last, tuple(readers))
+
+
+def standardized(spec: Any, analysis: Any) -> tuple[str, ...]:
+    """The latents ``train.pretrain.standardize`` names (``true``: every continuous latent
+    outside a mixture h | k), as templates in the model's order."""
+    setting = spec.train.pretrain.get("standardize", False) if spec.train.pretrain else False
+    if setting is False:
+        return ()
+    if setting is not True:
+        return tuple(setting)
+    children = {analysis.templates[analysis.q_parents[k][0]] for k in analysis.exact}
+    return tuple(
+        name
+        for name, var in spec.model.items()
+        if not var.observed and var.type != "categorical" and name not in children
+    )
+
+
+def _check_standardize(compiled: Compiled, gen: Any) -> None:
+    plan = compiled.plan
+    children = {m.h for m in mixtures(plan)}
+    latents = standardized(compiled.spec, plan.analysis)
+    if compiled.spec.train.pretrain.get("standardize") is True and not latents:
+        raise BuildError(
+            "train.pretrain.standardize: true finds no continuous latent outside a mixture in this model; "
+            "use standardize: false"
+        )
+    for latent in latents:
+        var = plan.spec.model[latent]
+        why = (
+            "it is categorical"
+            if var.type == "categorical"
+            else "it is a mixture's child, whose codes init: kmeans places"
+            if latent in children
+            else code_layers(gen, plan, latent)
+        )
+        if isinstance(why, str):
+            raise BuildError(f"train.pretrain.standardize: {latent} cannot be standardised: {why}")
 
 
 def check_pretrain(compiled: Compiled) -> None:
@@ -154,8 +209,9 @@ def check_pretrain(compiled: Compiled) -> None:
             "train.pretrain.init: kmeans needs a mixture (a categorical latent k with a normal child h | k "
             "of net: linear, as GMGAN's); this model has none: use init: none"
         )
+    gen, _ = nnx.eval_shape(lambda: build_modules(plan, 0))
+    _check_standardize(compiled, gen)
     if init_kind(compiled) == "kmeans":
-        gen, _ = nnx.eval_shape(lambda: build_modules(plan, 0))
         for mixture in mixtures(plan):
             _means_layer(gen, mixture)
             found = code_scale(gen, plan, mixture)
@@ -222,6 +278,42 @@ def _rescale(compiled: Compiled, gen: Any, mixture: Mixture, spread: float) -> f
     for linear, rows in found.readers:
         linear.kernel[...] = linear.kernel[...].at[rows].divide(scale)
     return scale
+
+
+def standardize_codes(
+    compiled: Compiled, state: TrainState, observed: Mapping[str, np.ndarray]
+) -> tuple[TrainState, dict[str, float]]:
+    """The state with the codes of every latent of ``train.pretrain.standardize`` at mean 0
+    and std 1 per coordinate over ``observed``: the extractor's last dense layer takes the
+    map z -> (z - m) / s and every network that reads z the inverse, so G(E(x)) is unchanged."""
+    latents = standardized(compiled.spec, compiled.plan.analysis)
+    if not latents:
+        return state, {}
+    values = codes(compiled, state, observed)
+    gen = compiled.generative(state)
+    summary: dict[str, float] = {}
+    for latent in latents:
+        found = code_layers(gen, compiled.plan, latent)
+        assert not isinstance(found, str), found  # check_pretrain raised before training
+        size = found.extractor.kernel.shape[-1]
+        z = values[latent].reshape(-1, size).astype(np.float64)
+        mean, std = z.mean(axis=0), z.std(axis=0)
+        std = np.where(std > 1e-8, std, 1.0)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            mean, std = (np.asarray(a) for a in multihost_utils.broadcast_one_to_all((mean, std)))
+        m, s = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+        found.extractor.kernel[...] = found.extractor.kernel[...] / s
+        found.extractor.bias[...] = (found.extractor.bias[...] - m) / s
+        for linear, rows in found.readers:
+            kernel = linear.kernel[...]
+            linear.bias[...] = linear.bias[...] + m @ kernel[rows]
+            linear.kernel[...] = kernel.at[rows].multiply(s[:, None])
+        summary[f"pretrain/code_mean/{latent}"] = float(np.sqrt(np.mean(mean**2)))
+        summary[f"pretrain/code_std/{latent}"] = float(np.sqrt(np.mean(std**2)))
+    _, g_params, g_rest = nnx.split(gen, nnx.Param, ...)
+    return {**state, "g_params": g_params, "g_rest": g_rest}, summary
 
 
 def kmeans_means(
@@ -296,13 +388,17 @@ def pretrain(
         "pretrain/steps": float(config["steps"]),
         "pretrain/steps_per_s": config["steps"] / max(time.perf_counter() - started, 1e-9),
     }
-    if init_kind(compiled) == "kmeans":
+    kmeans = init_kind(compiled) == "kmeans"
+    if kmeans or standardized(spec, compiled.plan.analysis):
         rng = np.random.default_rng([spec.train.seed, 1 << 30])
         count = min(int(config["examples"]), dataset.num_examples)
         index = np.sort(rng.choice(dataset.num_examples, count, replace=False))
         observed = {name: dataset.features[feature][index] for name, feature in spec.data.observe.items()}
-        state, kmeans = kmeans_means(compiled, state, observed, spec.train.seed)
-        summary.update(kmeans)
+        state, moments = standardize_codes(compiled, state, observed)
+        summary.update(moments)
+        if kmeans:
+            state, placed = kmeans_means(compiled, state, observed, spec.train.seed)
+            summary.update(placed)
     if "g_ema" in state:
         state["g_ema"] = state["g_params"]
     return state, summary

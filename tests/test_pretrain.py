@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from sklearn.cluster import KMeans
 
 import ggdsl.pretrain as pretrain_module
@@ -53,6 +54,7 @@ def test_pretrain_fills_its_defaults_and_round_trips():
         "init": "auto",
         "optimizer": {"name": "adam", "learning_rate": 1.0e-3},
         "examples": 10000,
+        "standardize": False,
         "rescale": "auto",
     }
     assert load_spec(spec.to_yaml()) == spec
@@ -75,7 +77,7 @@ def test_pretrain_problems_name_the_key_and_its_line(tmp_path):
         [
             f"{path}:{line}: train.pretrain.init: expected one of auto, kmeans, none; got 'kmean'",
             f"{path}:{line}: train.pretrain.lr: unknown key 'lr' "
-            "(known: augment, examples, init, optimizer, rescale, steps)",
+            "(known: augment, examples, init, optimizer, rescale, standardize, steps)",
             f"{path}:{line}: train.pretrain.steps: must be >= 1, got 0",
         ]
     )
@@ -303,3 +305,90 @@ def test_a_denoising_pretraining_gives_codes_that_ignore_the_maps():
 def test_pretrain_augment_needs_an_image_to_move():
     with pytest.raises(BuildError, match=r"^train.pretrain.augment: no observed variable of this model is an image"):
         compile_spec(_spec("train.pretrain={steps: 5, augment: {shift: 1}}", name="gmgan_toy.yaml"))
+
+
+TINY_VIDEO = """
+name: tiny-video
+data: {source: moving_digits, images: digits, canvas: 12, speed: 1.0, num_examples: 120, observe: {x: video},
+       range: [0, 1]}
+time: {steps: 3}
+model:
+  h: {type: normal, shape: [6]}
+  v: {type: implicit, steps: true, shape: [2], given: ["v[t-1]"], net: transition, noise: 2,
+      first: {type: normal, shape: [2]}}
+  x: {type: implicit, steps: true, observed: true, shape: [12, 12, 1], given: [h, v], net: gen}
+inference: {family: mean_field, nets: {h: mlp_extractor, v: mlp_extractor}}
+networks:
+  gen: [{dense: 32, act: relu, norm: batch}, {dense: 144, act: sigmoid}, {reshape: [12, 12, 1]}]
+train: {batch_size: 16}
+"""
+
+
+def _video_recon(compiled, state, video: np.ndarray) -> np.ndarray:
+    gen = compiled.generative(state)
+    observed = split_observed(compiled.plan, {"x": jnp.asarray(video)})
+    values, _, _ = sample_q(gen, compiled.plan, observed, jax.random.key(0), train=False, settings=compiled.settings)
+    recon = reconstruct(gen, compiled.plan, values, jax.random.key(1), train=False)
+    return np.stack([np.asarray(recon[node]) for node in sorted(recon, key=lambda n: int(n[2:-1]))], axis=1)
+
+
+def test_standardize_gives_the_codes_p_s_moments_and_changes_no_reconstruction():
+    runs = {}
+    for setting in ("false", "true"):
+        spec = load_spec(TINY_VIDEO, overrides=[f"train.pretrain={{steps: 20, examples: 120, standardize: {setting}}}"])
+        compiled = compile_spec(spec)
+        dataset, _ = open_training_data(compiled.spec)
+        new, summary = pretrain(compiled, compiled.init_state(0), open_batches(compiled.spec, dataset), dataset)
+        runs[setting] = compiled, new, summary
+    compiled, plain, summary = runs["false"]
+    _, moved, moved_summary = runs["true"]
+    assert set(moved_summary) - set(summary) == {
+        "pretrain/code_mean/h",
+        "pretrain/code_std/h",
+        "pretrain/code_mean/v",
+        "pretrain/code_std/v",
+    }
+    video = np.asarray(dataset.features["video"], np.float32)  # all 120 videos: the `examples`
+    before, after = codes(compiled, plain, {"x": video}), codes(compiled, moved, {"x": video})
+    for name, size in (("h", 6), ("v", 2)):
+        z, z_new = before[name].reshape(-1, size), after[name].reshape(-1, size)
+        assert after[name].shape == before[name].shape
+        np.testing.assert_allclose(z_new.mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(z_new.std(axis=0), 1.0, rtol=1e-3)
+        np.testing.assert_allclose(z_new, (z - z.mean(axis=0)) / z.std(axis=0), rtol=1e-3, atol=1e-4)
+        assert moved_summary[f"pretrain/code_std/{name}"] == pytest.approx(np.sqrt(np.mean(z.var(axis=0))), rel=1e-3)
+    # The frame generator reads the moved codes through its first layer moved back: G(E(x)) is unchanged.
+    np.testing.assert_allclose(
+        _video_recon(compiled, moved, video[:20]), _video_recon(compiled, plain, video[:20]), atol=1e-5
+    )
+    # p's transition, which generates v and which pretraining does not train, is left as it was.
+    a, b = compiled.generative(plain).generators["v"], compiled.generative(moved).generators["v"]
+    for x, y in zip(jax.tree.leaves(nnx.state(a, nnx.Param)), jax.tree.leaves(nnx.state(b, nnx.Param)), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert "codes of h, v shifted and scaled to mean 0, std 1" in explain(runs["true"][0].spec)
+
+
+def test_standardize_names_latents_that_can_be_standardised(tmp_path):
+    spec = load_spec(TINY_VIDEO, overrides=["train.pretrain={steps: 5, standardize: [v]}"])
+    assert spec.train.pretrain["standardize"] == ("v",) and load_spec(spec.to_yaml()) == spec
+    assert load_spec(TINY_VIDEO, overrides=["train.pretrain={steps: 5}"]).train.pretrain["standardize"] is False
+    path = tmp_path / "spec.yaml"
+    listed = "train:\n  pretrain: {steps: 5, standardize: [v, w]}"
+    path.write_text(TINY_VIDEO.replace("train: {batch_size: 16}", listed))
+    with pytest.raises(SpecError, match=r"spec.yaml:\d+.*train.pretrain.standardize\[1\]: 'w' is not a latent"):
+        load_spec(path)
+    with pytest.raises(SpecError, match=r"train.pretrain.standardize: expected true, false or a list of latents"):
+        load_spec(TINY_VIDEO, overrides=["train.pretrain={steps: 5, standardize: 3}"])
+    with pytest.raises(BuildError, match=r"standardize: k cannot be standardised: it is categorical"):
+        compile_spec(_spec("train.pretrain={steps: 5, standardize: [k]}"))
+    with pytest.raises(BuildError, match=r"standardize: h cannot be standardised: it is a mixture's child"):
+        compile_spec(_spec("train.pretrain={steps: 5, standardize: [h]}"))
+    with pytest.raises(BuildError, match=r"standardize: true finds no continuous latent outside a mixture"):
+        compile_spec(_spec("train.pretrain={steps: 5, standardize: true}"))
+    tanh = "networks.enc=[{dense: 32, act: relu}, {dense: 6, act: tanh}]"
+    with pytest.raises(BuildError, match=r"h cannot be standardised: the last layer of h's extractor"):
+        compile_spec(
+            load_spec(
+                TINY_VIDEO, overrides=["train.pretrain={steps: 5, standardize: true}", tanh, "inference.nets.h=enc"]
+            )
+        )

@@ -151,7 +151,7 @@ class _Loader:
         data = self._data(raw.get("data"), model)
         inference = self._inference(raw.get("inference"), model)
         objective = self._objective(raw.get("objective"), model)
-        train = self._train(raw.get("train"))
+        train = self._train(raw.get("train"), model)
         evals = self._eval(raw.get("eval"))
         if self.ctx.problems or model is None or name is None:
             return None
@@ -573,7 +573,7 @@ class _Loader:
             instance_noise=values.get("instance_noise", 0.0),
         )
 
-    def _train(self, raw: Any) -> TrainSpec:
+    def _train(self, raw: Any, model: Mapping[str, Variable] | None = None) -> TrainSpec:
         values = _check_keys(self.ctx, {} if raw is None else raw, "train", TRAIN_KEYS)
         if values is None:
             return TrainSpec()
@@ -592,7 +592,7 @@ class _Loader:
                 critic = None
             values["critic_optimizer"] = freeze(dict(critic)) if critic is not None else None
         if values.get("pretrain") is not None:
-            values["pretrain"] = self._pretrain(values["pretrain"])
+            values["pretrain"] = self._pretrain(values["pretrain"], model)
         if values.get("init_from") is not None:
             values["init_from"] = self._init_from(values["init_from"])
         if values.get("select") not in (None, "last") and not values.get("holdout"):
@@ -612,11 +612,21 @@ class _Loader:
             values.pop("step", None)
         return freeze(values)
 
-    def _pretrain(self, raw: Any) -> FrozenDict | None:
-        """``train.pretrain``: {steps, init, optimizer, examples}, defaults filled."""
+    def _pretrain(self, raw: Any, model: Mapping[str, Variable] | None = None) -> FrozenDict | None:
+        """``train.pretrain``: {steps, init, optimizer, examples, ...}, defaults filled."""
         values = _check_keys(self.ctx, raw, "train.pretrain", PRETRAIN_KEYS)
         if values is None or "steps" not in values:
             return None
+        listed = values.get("standardize")
+        if isinstance(listed, list):
+            latents = [v.name for v in model.values() if not v.observed] if model is not None else None
+            for index, name in enumerate(listed):
+                where = join("train.pretrain.standardize", index)
+                if latents is not None and name not in latents:
+                    self.error(where, f"'{name}' is not a latent variable (latents: {_known(latents)})")
+                elif listed.index(name) != index:
+                    self.error(where, f"'{name}' is listed twice")
+            values["standardize"] = tuple(listed)
         optimizer = values.get("optimizer")
         if not isinstance(optimizer, Mapping) or not isinstance(optimizer.get("name"), str):
             self.error(

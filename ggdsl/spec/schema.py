@@ -454,6 +454,19 @@ PRETRAIN_KEYS: dict[str, Key] = {
         "reconstruct the transformed image itself (`transformed`, the default; DEC-DA, Guo et al. 2018) or "
         "the original (`original`, a denoising autoencoder whose codes must ignore the map); off when unset",
     ),
+    "standardize": Key(
+        lambda v: (
+            (v, None)
+            if isinstance(v, bool) or (isinstance(v, list) and v and all(isinstance(n, str) for n in v))
+            else (None, f"expected true, false or a list of latents; got {_describe(v)}")
+        ),
+        default=False,
+        doc="`true` (every continuous latent outside a mixture) or a list of latents: after the autoencoder "
+        "steps, shift and scale each one's codes E(x) of `examples` training examples to mean 0 and std 1 per "
+        "coordinate, the moments of p's N(0, I), by an affine map folded into the extractor's last dense "
+        "layer and its inverse into the first dense layer of every network that reads the latent, so "
+        "G(E(x)) is unchanged; the adversarial steps then start from codes on p's scale. `false`: off",
+    ),
     "rescale": Key(
         lambda v: (
             (v, None)
