@@ -175,7 +175,7 @@ def standardized(spec: Any, analysis: Any) -> tuple[str, ...]:
 
 def _check_standardize(compiled: Compiled, gen: Any) -> None:
     plan = compiled.plan
-    children = {m.h for m in mixtures(plan)}
+    children = {plan.analysis.templates[m.h] for m in mixtures(plan)}
     latents = standardized(compiled.spec, plan.analysis)
     if compiled.spec.train.pretrain.get("standardize") is True and not latents:
         raise BuildError(
@@ -209,9 +209,12 @@ def check_pretrain(compiled: Compiled) -> None:
             "train.pretrain.init: kmeans needs a mixture (a categorical latent k with a normal child h | k "
             "of net: linear, as GMGAN's); this model has none: use init: none"
         )
-    gen, _ = nnx.eval_shape(lambda: build_modules(plan, 0))
+    kmeans = init_kind(compiled) == "kmeans"
+    if not kmeans and not standardized(compiled.spec, plan.analysis) and config.get("standardize") is not True:
+        return
+    gen, _ = nnx.eval_shape(lambda: build_modules(plan, 0))  # shapes only: which layers hold the codes
     _check_standardize(compiled, gen)
-    if init_kind(compiled) == "kmeans":
+    if kmeans:
         for mixture in mixtures(plan):
             _means_layer(gen, mixture)
             found = code_scale(gen, plan, mixture)
