@@ -101,7 +101,7 @@ def explain_dict(spec: Spec) -> dict[str, Any]:
             "code_likelihood": spec.objective.code_likelihood,
             "augment": thaw(spec.objective.augment),
             "consistency": thaw(spec.objective.consistency),
-            "r1": spec.objective.r1,
+            "r1": thaw(spec.objective.r1),
             "spectral_norm": spec.objective.spectral_norm,
             "instance_noise": spec.objective.instance_noise,
             "video": spec.objective.video,
@@ -234,8 +234,15 @@ def explain(spec: Spec) -> str:
         )
     if spec.objective.code_likelihood:
         lines.append(f"    + {spec.objective.code_likelihood:g} * E_q [ -log p(h) at h = E(x) ] (closed-form p(h))")
-    if spec.objective.r1:
-        lines.append(f"  discriminators also pay R1: + {spec.objective.r1:g}/2 * E_q |grad_A D_A(A)|^2 per factor")
+    r1 = spec.objective.r1
+    if isinstance(r1, Mapping) and any(r1.values()):
+        paid = ", ".join(f"{gamma:g} on {name}" for name, gamma in r1.items() if gamma)
+        groups = ["global"] if spec.objective.divergence == "global" else list(analysis.groups())
+        free = [name for name in groups if not r1.get(name) and (plan is None or name in plan.discriminators)]
+        tail = f"; none on {', '.join(free)}" if free else ""
+        lines.append(f"  discriminators also pay R1: + gamma/2 * E_q |grad_A D_A(A)|^2, gamma {paid}{tail}")
+    elif not isinstance(r1, Mapping) and r1:
+        lines.append(f"  discriminators also pay R1: + {r1:g}/2 * E_q |grad_A D_A(A)|^2 per factor")
     if spec.objective.spectral_norm:
         lines.append("  discriminators: spectral normalisation of every dense and convolution weight")
     if spec.objective.instance_noise:

@@ -39,6 +39,7 @@ class Settings:
     reconstruction: float = 0.0
     latent_reconstruction: float = 0.0
     r1: float = 0.0
+    r1_groups: tuple[tuple[str, float], ...] | None = None  # gamma per discriminator group; None: r1 for all
     instance_noise: float = 0.0
     code_likelihood: float = 0.0
     latent_weights: tuple[tuple[str, float], ...] | None = None  # per spec latent; None: all of them
@@ -58,7 +59,8 @@ def settings_of(plan: ModelPlan) -> Settings:
         float(spec.inference.temperature),
         float(spec.objective.reconstruction),
         _overall(latent),
-        float(spec.objective.r1),
+        _overall(spec.objective.r1),
+        r1_groups=_per_latent(spec.objective.r1),
         latent_weights=_per_latent(latent),
         loss=spec.objective.loss,
         instance_noise=float(spec.objective.instance_noise),
@@ -662,13 +664,26 @@ def discriminator_logits(critics: Critics, plan: ModelPlan, values: Values, *, t
     return out
 
 
-def r1_penalties(critics: Critics, plan: ModelPlan, values: Values, *, train: bool) -> dict[str, jax.Array]:
-    """E |grad_A D(A)|^2 at q-side tuples, per group (the zero-centred R1 penalty).
+def r1_gammas(settings: Settings, plan: ModelPlan) -> dict[str, float]:
+    """The R1 weight gamma of each discriminator group that pays one (gamma > 0)."""
+    if settings.r1_groups is None:
+        return {group: settings.r1 for group in plan.discriminators} if settings.r1 else {}
+    given = dict(settings.r1_groups)
+    return {group: given[group] for group in plan.discriminators if given.get(group, 0.0) > 0}
+
+
+def r1_penalties(
+    critics: Critics, plan: ModelPlan, values: Values, *, train: bool, groups: tuple[str, ...] | None = None
+) -> dict[str, jax.Array]:
+    """E |grad_A D(A)|^2 at q-side tuples, per group (the zero-centred R1 penalty); ``groups``
+    picks the groups (default: every discriminator).
 
     The gradient is taken with respect to all of the factor's inputs, data and latents.
     """
     out = {}
     for group, net_spec in plan.discriminators.items():
+        if groups is not None and group not in groups:
+            continue
         inputs = jax.lax.stop_gradient(_critic_inputs(net_spec, values))
         # A fresh copy of the network inside the differentiated function: its state updates
         # (batch statistics, spectral-norm vectors) stay local to the penalty.
@@ -754,10 +769,11 @@ def losses(
         g_per_example = g_per_example + weights[group] * g_group
         metrics[f"d_loss/{group}"] = d_group
         metrics[f"d_acc/{group}"] = 0.5 * (jnp.mean(lq > 0) + jnp.mean(lp < 0))
-    if settings.r1:
-        for group, penalty in r1_penalties(critics, plan, seen_q, train=train).items():
+    gammas = r1_gammas(settings, plan)
+    if gammas:
+        for group, penalty in r1_penalties(critics, plan, seen_q, train=train, groups=tuple(gammas)).items():
             metrics[f"r1/{group}"] = penalty
-            d_loss = d_loss + weights[group] * 0.5 * settings.r1 * penalty
+            d_loss = d_loss + weights[group] * 0.5 * gammas[group] * penalty
     g_loss = jnp.mean(g_per_example)
     metrics["g_adv"] = g_loss
     if settings.reconstruction:

@@ -248,3 +248,46 @@ def test_code_likelihood_is_written_only_when_set_so_older_runs_keep_their_model
     spec = _spec("objective.code_likelihood=0.1")
     assert spec.to_dict()["objective"]["code_likelihood"] == 0.1
     assert load_spec(spec.to_yaml()) == spec
+
+
+def test_r1_per_factor_penalises_only_the_listed_discriminators():
+    """``r1: {x|h: gamma}`` adds gamma/2 * w * E|grad D[x|h]|^2 to the discriminators' loss and
+    nothing for D[h|k]; one number adds the same term for every discriminator."""
+
+    def run(*overrides: str):
+        plan = plan_model(_spec(*overrides))
+        gen, critics = build_modules(plan, 0)
+        d_loss, g_loss, metrics = losses(gen, critics, plan, _batch(), jax.random.key(5), settings=settings_of(plan))
+        return float(d_loss), float(g_loss), metrics
+
+    d_plain, g_plain, plain = run()
+    d_x, g_x, only_x = run("objective.r1={x|h: 2.0, h|k: 0.0}")
+    d_all, _, both = run("objective.r1=2.0")
+    assert not any(name.startswith("r1/") for name in plain)
+    assert {name for name in only_x if name.startswith("r1/")} == {"r1/x|h"}
+    assert {name for name in both if name.startswith("r1/")} == {"r1/x|h", "r1/h|k"}
+    penalty_x, penalty_k = float(both["r1/x|h"]), float(both["r1/h|k"])
+    assert penalty_x > 0 and penalty_k > 0
+    assert float(only_x["r1/x|h"]) == pytest.approx(penalty_x, rel=1e-6)
+    w = 0.5  # uniform over the two factors
+    assert d_x - d_plain == pytest.approx(w * 0.5 * 2.0 * penalty_x, rel=1e-4)
+    assert d_all - d_plain == pytest.approx(w * 0.5 * 2.0 * (penalty_x + penalty_k), rel=1e-4)
+    assert g_x == pytest.approx(g_plain, rel=1e-6)  # the generators never pay R1
+    assert settings_of(plan_model(_spec("objective.r1={h|k: 0}"))).r1 == 0.0  # nothing penalised: no term
+
+
+def test_r1_per_factor_names_factors_round_trips_and_is_explained(tmp_path):
+    from ggdsl.explain import explain
+
+    spec = _spec("objective.r1={x|h: 1.0}")
+    assert spec.objective.r1 == {"x|h": 1.0}
+    assert load_spec(spec.to_yaml()) == spec
+    assert _spec("objective.r1=1.0").to_dict()["objective"]["r1"] == 1.0  # one number stays one number
+    text = explain(spec)
+    assert "discriminators also pay R1: + gamma/2 * E_q |grad_A D_A(A)|^2, gamma 1 on x|h; none on h|k" in text
+    path, line, problems = objective_line_problems(tmp_path, "r1: {x|k: 1}")
+    assert problems == [f"{path}:{line}: objective.r1.x|k: unknown factor 'x|k' (factors: h|k, x|h)"]
+    path, line, problems = objective_line_problems(tmp_path, "r1: {x|h: -1}")
+    assert problems == [f"{path}:{line}: objective.r1.x|h: must be >= 0.0, got -1.0"]
+    path, line, problems = objective_line_problems(tmp_path, "r1: [1]")
+    assert len(problems) == 1 and problems[0].startswith(f"{path}:{line}: objective.r1: expected a number or a mapping")

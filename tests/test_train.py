@@ -57,7 +57,10 @@ def _expected_metrics(spec) -> set[str]:
     consistency = spec.objective.consistency
     if any(consistency.values()) if isinstance(consistency, dict) else consistency:
         keys.add("consistency")
-    if spec.objective.r1:
+    r1 = spec.objective.r1
+    if isinstance(r1, dict):
+        keys |= {f"r1/{g}" for g in groups if r1.get(g)}
+    elif r1:
         keys |= {f"r1/{g}" for g in groups}
     if spec.objective.instance_noise:
         keys.add("instance_noise")

@@ -67,7 +67,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         "loss": objective.loss,
         "reconstruction": objective.reconstruction,
         "latent_reconstruction": thaw(objective.latent_reconstruction),
-        "r1": objective.r1,
+        "r1": thaw(objective.r1),
         "weights": thaw(objective.weights),
         "video": objective.video,
         "spectral_norm": objective.spectral_norm,

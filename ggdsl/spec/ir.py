@@ -127,7 +127,7 @@ class ObjectiveSpec:
     code_likelihood: float = 0.0
     augment: FrozenDict | None = None  # {shift, rotate, scale, apply_to} of images
     consistency: float | FrozenDict = 0.0  # q's agreement on x and T(x): one weight, or {latent: weight}
-    r1: float = 0.0
+    r1: float | FrozenDict = 0.0  # one gamma for every discriminator, or {factor: gamma}
     weights: str | FrozenDict = "uniform"
     discriminators: FrozenDict = field(default_factory=FrozenDict)
     marginals: tuple[str, ...] = ()  # observed variables with a unary discriminator D(v)

@@ -507,6 +507,23 @@ class _Loader:
             checked[str(name)] = number
         return freeze(checked)
 
+    def _factor_weights(self, value: Any, path: str, what: str) -> float | FrozenDict:
+        """One number for every discriminator, or {factor: number} (names checked against the model later)."""
+        if not isinstance(value, Mapping):
+            number, message = check_float(0.0)(value)
+            if message:
+                self.error(path, f"expected a number or a mapping {{factor: {what}}}: {message}")
+                return 0.0
+            return number
+        checked = {}
+        for name, weight in value.items():
+            number, message = check_float(0.0)(weight)
+            if message:
+                self.error(join(path, name), message)
+                continue
+            checked[str(name)] = number
+        return freeze(checked)
+
     def _marginals(self, value: Any, model: Mapping[str, Variable] | None, divergence: Any) -> tuple[str, ...]:
         """``marginals``: a list of observed variables, each at most once, under the local divergence."""
         path = "objective.marginals"
@@ -565,7 +582,7 @@ class _Loader:
             code_likelihood=values.get("code_likelihood", 0.0),
             augment=self._augment(values.get("augment")),
             consistency=self._latent_weights(values.get("consistency", 0.0), model, "objective.consistency"),
-            r1=values.get("r1", 0.0),
+            r1=self._factor_weights(values.get("r1", 0.0), "objective.r1", "gamma"),
             weights=weights,
             discriminators=freeze(parsed),
             video=values.get("video", "concat"),
@@ -660,7 +677,8 @@ def _check_factor_keys(spec: Spec, ctx: _Context) -> None:
     """Names under objective.weights / discriminators must be factor names of the model."""
     from ggdsl.factorize import analyze
 
-    if spec.objective.weights == "uniform" and not spec.objective.discriminators:
+    r1 = spec.objective.r1 if isinstance(spec.objective.r1, Mapping) else {}
+    if spec.objective.weights == "uniform" and not spec.objective.discriminators and not r1:
         return
     factors = {f.name for f in analyze(spec).factors}
     if spec.objective.divergence == "global":
@@ -677,6 +695,9 @@ def _check_factor_keys(spec: Spec, ctx: _Context) -> None:
     for name in spec.objective.discriminators:
         if name not in factors:
             ctx.error(join("objective.discriminators", name), f"unknown factor '{name}' (factors: {_known(factors)})")
+    for name in r1:
+        if name not in factors:
+            ctx.error(join("objective.r1", name), f"unknown factor '{name}' (factors: {_known(factors)})")
 
 
 def _validate(

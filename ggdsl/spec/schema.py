@@ -334,9 +334,11 @@ OBJECTIVE_KEYS: dict[str, Key] = {
         "D(x), named `x`, weighted like any factor; local divergence only",
     ),
     "r1": Key(
-        check_float(0.0),
+        lambda v: (v, None),
         default=0.0,
-        doc="weight gamma of the R1 penalty gamma/2 * E_q |grad D|^2 on each discriminator's q-side inputs",
+        doc="weight gamma of the R1 penalty gamma/2 * E_q |grad D|^2 on each discriminator's q-side inputs; "
+        "one number for every discriminator, or {factor: gamma} (unlisted factors pay none: `{x|h: 1}` "
+        "penalises the image factor's discriminator and leaves D(h, k) free)",
     ),
     "weights": Key(lambda v: (v, None), default="uniform", doc="`uniform` or {factor: weight}"),
     "spectral_norm": Key(
