@@ -487,39 +487,32 @@ class _Loader:
         self, value: Any, model: Mapping[str, Variable] | None, path: str = "objective.latent_reconstruction"
     ) -> float | FrozenDict:
         """``latent_reconstruction`` (or ``consistency``): one weight for every latent, or {latent: weight}."""
+        latents = [v.name for v in model.values() if not v.observed] if model is not None else None
+        return self._named_numbers(value, path, "{latent: weight}", latents, "a latent variable (latents")
+
+    def _factor_weights(self, value: Any, path: str, what: str) -> float | FrozenDict:
+        """One number for every discriminator, or {factor: number} (names checked against the model later)."""
+        return self._named_numbers(value, path, f"{{factor: {what}}}", None, "")
+
+    def _named_numbers(
+        self, value: Any, path: str, form: str, names: list[str] | None, kind: str
+    ) -> float | FrozenDict:
+        """A non-negative number, or a mapping of ``names`` (any, where None) to such numbers."""
         if not isinstance(value, Mapping):
             number, message = check_float(0.0)(value)
             if message:
-                self.error(path, f"expected a number or a mapping {{latent: weight}}: {message}")
+                self.error(path, f"expected a number or a mapping {form}: {message}")
                 return 0.0
             return number
         checked = {}
-        latents = [v.name for v in model.values() if not v.observed] if model is not None else None
         for name, weight in value.items():
             where = join(path, name)
-            if latents is not None and name not in latents:
-                self.error(where, f"'{name}' is not a latent variable (latents: {_known(latents)})")
+            if names is not None and name not in names:
+                self.error(where, f"'{name}' is not {kind}: {_known(names)})")
                 continue
             number, message = check_float(0.0)(weight)
             if message:
                 self.error(where, message)
-                continue
-            checked[str(name)] = number
-        return freeze(checked)
-
-    def _factor_weights(self, value: Any, path: str, what: str) -> float | FrozenDict:
-        """One number for every discriminator, or {factor: number} (names checked against the model later)."""
-        if not isinstance(value, Mapping):
-            number, message = check_float(0.0)(value)
-            if message:
-                self.error(path, f"expected a number or a mapping {{factor: {what}}}: {message}")
-                return 0.0
-            return number
-        checked = {}
-        for name, weight in value.items():
-            number, message = check_float(0.0)(weight)
-            if message:
-                self.error(join(path, name), message)
                 continue
             checked[str(name)] = number
         return freeze(checked)
