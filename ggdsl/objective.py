@@ -60,8 +60,8 @@ def settings_of(plan: ModelPlan) -> Settings:
         float(spec.objective.reconstruction),
         _overall(latent),
         _overall(spec.objective.r1),
-        r1_groups=_per_latent(spec.objective.r1),
-        latent_weights=_per_latent(latent),
+        r1_groups=_per_name(spec.objective.r1),
+        latent_weights=_per_name(latent),
         loss=spec.objective.loss,
         instance_noise=float(spec.objective.instance_noise),
         code_likelihood=float(spec.objective.code_likelihood),
@@ -72,12 +72,12 @@ def settings_of(plan: ModelPlan) -> Settings:
         ),
         augment_targets=tuple(spec.objective.augment["apply_to"]) if spec.objective.augment else (),
         consistency=_overall(spec.objective.consistency),
-        consistency_weights=_per_latent(spec.objective.consistency),
+        consistency_weights=_per_name(spec.objective.consistency),
     )
 
 
 def _weight(plan: ModelPlan, weights: tuple[tuple[str, float], ...] | None, latent: str) -> float:
-    """The weight of one unrolled latent under :func:`_per_latent` weights (unlisted: 0)."""
+    """The weight of one unrolled latent under :func:`_per_name` weights (unlisted: 0)."""
     return 1.0 if weights is None else dict(weights).get(plan.analysis.templates[latent], 0.0)
 
 
@@ -86,8 +86,9 @@ def _overall(weights) -> float:
     return (1.0 if any(weights.values()) else 0.0) if isinstance(weights, Mapping) else float(weights)
 
 
-def _per_latent(weights) -> tuple[tuple[str, float], ...] | None:
-    """Per-latent weights as a hashable tuple, or None where one number covers every latent."""
+def _per_name(weights) -> tuple[tuple[str, float], ...] | None:
+    """Weights per latent (or per discriminator group) as a hashable tuple, or None where one number
+    covers them all."""
     return tuple(sorted((k, float(v)) for k, v in weights.items())) if isinstance(weights, Mapping) else None
 
 
