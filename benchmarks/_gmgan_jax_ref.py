@@ -275,8 +275,9 @@ class HandGMGAN:
         self.schedule = schedule
         self.reconstruction = float(spec.objective.reconstruction)
         self.latent_reconstruction = float(spec.objective.latent_reconstruction)
-        self.r1 = float(spec.objective.r1)
-        if schedule == "fused" and (self.reconstruction or self.latent_reconstruction or self.r1):
+        r1 = spec.objective.r1  # one gamma, or {factor: gamma} with the unlisted factors at 0
+        self.r1 = {g: float(r1.get(g, 0.0) if isinstance(r1, Mapping) else r1) for g in self.discs}
+        if schedule == "fused" and (self.reconstruction or self.latent_reconstruction or any(self.r1.values())):
             raise ValueError("the fused schedule has no reconstruction, latent reconstruction or R1 terms")
 
     # -- parameters
@@ -344,6 +345,9 @@ class HandGMGAN:
         lq, penalties = {}, {}
         for group, net in self.discs.items():
             inputs = {name: q[nodes[0]] for name, nodes in self.bindings[group].items()}
+            if not self.r1[group]:
+                lq[group] = net(dp[group], ds[group], inputs, True)[0][:, 0]
+                continue
 
             def critic(given, net=net, group=group):
                 return net(dp[group], ds[group], given, True)[0][:, 0]
@@ -354,7 +358,7 @@ class HandGMGAN:
         return lq, penalties
 
     def d_loss(self, dp, ds, q, p):
-        if self.r1:
+        if any(self.r1.values()):
             lq, penalties = self.q_logits_r1(dp, ds, q)
         else:
             lq, penalties = self.logits(dp, ds, q), {}
@@ -362,7 +366,7 @@ class HandGMGAN:
         loss = sum(
             self.weights[g] * (jnp.mean(jax.nn.softplus(-lq[g])) + jnp.mean(jax.nn.softplus(lp[g]))) for g in self.discs
         )
-        return loss + sum(self.weights[g] * 0.5 * self.r1 * penalty for g, penalty in penalties.items())
+        return loss + sum(self.weights[g] * 0.5 * self.r1[g] * penalty for g, penalty in penalties.items())
 
     def g_loss(self, dp, ds, q, p):
         lq, lp = self.logits(dp, ds, q), self.logits(dp, ds, p)

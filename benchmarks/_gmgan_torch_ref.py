@@ -21,6 +21,7 @@ and latent reconstruction.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -161,8 +162,9 @@ class TorchGMGAN:
         self.schedule = schedule
         self.reconstruction = float(spec.objective.reconstruction)
         self.latent_reconstruction = float(spec.objective.latent_reconstruction)
-        self.r1 = float(spec.objective.r1)
-        if schedule == "fused" and (self.reconstruction or self.latent_reconstruction or self.r1):
+        r1 = spec.objective.r1  # one gamma, or {factor: gamma} with the unlisted factors at 0
+        self.r1 = [float(r1.get(g, 0.0) if isinstance(r1, Mapping) else r1) for g in self.groups]
+        if schedule == "fused" and (self.reconstruction or self.latent_reconstruction or any(self.r1)):
             raise ValueError("the fused schedule has no reconstruction, latent reconstruction or R1 terms")
         self.eye = torch.eye(self.classes)
         for module in (self.mu, self.gen, self.ext, self.discs):
@@ -207,16 +209,17 @@ class TorchGMGAN:
         return [values[nodes[0]] for nodes in self.bindings[index].values()]
 
     def d_update(self, q, p):
-        if self.r1:
+        if any(self.r1):
             q = {n: v.detach().requires_grad_(True) for n, v in q.items()}
         lq, lp = self.logits(q), self.logits(p)
         softplus = nn.functional.softplus
         loss = sum(w * (softplus(-a).mean() + softplus(b).mean()) for w, a, b in zip(self.weights, lq, lp, strict=True))
-        if self.r1:  # r1 / 2 * E_q |grad_A D(A)|^2 per group, A = all the group's inputs
-            for index, (weight, logits) in enumerate(zip(self.weights, lq, strict=True)):
+        # r1 / 2 * E_q |grad_A D(A)|^2 per group, A = all the group's inputs
+        for index, (weight, gamma, logits) in enumerate(zip(self.weights, self.r1, lq, strict=True)):
+            if gamma:
                 grads = torch.autograd.grad(logits.sum(), self.r1_inputs(q, index), create_graph=True)
                 penalty = sum(g.flatten(1).square().sum(1) for g in grads).mean()
-                loss = loss + weight * 0.5 * self.r1 * penalty
+                loss = loss + weight * 0.5 * gamma * penalty
         self.d_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.d_opt.step()

@@ -338,8 +338,8 @@ class JaxRunner:
     def run(self, steps: int) -> float:
         start = time.perf_counter()
         for _ in range(steps):
-            self.state, metrics = self.executable(self.state, self.batch)
-        self.jax.block_until_ready((self.state, metrics))
+            self.state, _ = self.executable(self.state, self.batch)
+        self.jax.block_until_ready(self.state)
         return time.perf_counter() - start
 
     def param_counts(self) -> dict[str, int]:
@@ -495,6 +495,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.spec = args.spec or "gmgan_mnist"
     if args.devices < 1:
         parser.error("--devices: at least 1")
+    if args.steps < 1 or args.repeats < 1 or args.warmup < 0:
+        parser.error("--steps and --repeats: at least 1; --warmup: at least 0")
     return args
 
 
@@ -631,6 +633,8 @@ def measure(args) -> dict:
         for impl in pool.impls:
             pool.ask(impl, "run", args.warmup)
         for repeat in range(args.repeats):
+            if not pool.impls:
+                break
             order = pool.impls[repeat % len(pool.impls) :] + pool.impls[: repeat % len(pool.impls)]
             line = []
             for impl in order:
