@@ -375,7 +375,9 @@ def pretrain(
     for step in range(1, config["steps"] + 1):
         if stop():
             return state, None
+        previous = error
         g_params, g_rest, opt, error = step_fn(g_params, g_rest, opt, next(batches), jax.random.fold_in(base_key, step))
+        jax.block_until_ready(previous)  # one step queued behind the running one, so stop() is heard at once
         if on_step is not None:
             on_step(step, error)
     finite = bool(jnp.isfinite(error)) and all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g_params))

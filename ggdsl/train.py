@@ -216,10 +216,11 @@ def open_batches(spec: Spec, dataset):
 
 
 class _Signals:
-    """SIGINT and SIGTERM set a flag that the loop reads between steps (no host sync).
+    """SIGINT and SIGTERM set a flag that the loop reads between steps.
 
-    The loop then saves a checkpoint of the step it finished and stops. A second signal
-    before that raises :class:`KeyboardInterrupt` at once (no checkpoint is written).
+    The loop then says so, saves a checkpoint of the step it finished and stops; with at most
+    one step queued behind the running one, that is within about two steps' time. A second
+    signal before that raises :class:`KeyboardInterrupt` at once (no checkpoint is written).
     """
 
     def __init__(self) -> None:
@@ -463,6 +464,7 @@ def _train(
     last: dict[str, float] = {}
     t_log, s_log = time.perf_counter(), start
     signals = _Signals()
+    in_flight: Any = None  # the previous step's metrics (never donated, so safe to wait on)
     profiler = _Profile(profile if primary else 0, run.path / "profile")
     try:
         with signals:
@@ -475,6 +477,11 @@ def _train(
                     guard = step_fn.init_guard(state, batch, skipped)
                     metric_names = [k for k in guard["flags"] if " " not in k]
                 state, guard, metrics = step_fn(state, guard, batch)
+                # JAX dispatches steps ahead of the computation (a dozen or more on CPU). Waiting for
+                # the previous step keeps one queued behind the running one, so a signal, a log line
+                # or a checkpoint is at most one step behind the loop's count.
+                jax.block_until_ready(in_flight)
+                in_flight = metrics
                 step += 1
                 profiler.after_step(state)
                 if step % train_cfg.log_every == 0 or step == train_cfg.steps:
@@ -499,6 +506,9 @@ def _train(
                 if step % train_cfg.eval_every == 0 and step < train_cfg.steps and primary:
                     _periodic_eval(compiled, to_host(state), run, step, events)
             profiler.stop(state)
+            if signals.received is not None and primary:
+                name = signal.Signals(signals.received).name
+                print(f"{name}: saving step {step} (a second signal stops without saving)", flush=True)
             checkpoint(step)
             if signals.received is not None:
                 name = signal.Signals(signals.received).name

@@ -198,6 +198,35 @@ def test_sigterm_in_process_saves_and_raises_keyboard_interrupt(tmp_path, monkey
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+def test_the_loop_keeps_at_most_one_step_queued(tmp_path, monkeypatch):
+    """JAX returns from a step before computing it, and would queue a dozen or more; the loop
+    waits for step n - 1 once step n is queued, so when it dispatches step n + 1, step n - 1
+    has finished: a signal is heard, and a checkpoint written, within about two steps."""
+    from ggdsl.compiled import Compiled, GuardedStep
+
+    make = Compiled.make_guarded_step
+    finished_before_next: list[bool] = []
+    outputs: list = []
+
+    def recorded(self, *args, **kwargs):
+        guarded = make(self, *args, **kwargs)
+
+        def step(state, guard, batch):
+            if len(outputs) >= 2:
+                finished_before_next.append(all(leaf.is_ready() for leaf in jax.tree.leaves(outputs[-2])))
+            state, guard, metrics = guarded(state, guard, batch)
+            outputs.append(metrics)
+            return state, guard, metrics
+
+        return GuardedStep(step, guarded.init_guard, guarded.on_nonfinite)
+
+    monkeypatch.setattr(Compiled, "make_guarded_step", recorded)
+    # No log line or checkpoint between the first step and the last: nothing else waits.
+    _train(tmp_path, "train.log_every=1000", "train.checkpoint_every=1000")
+    assert len(finished_before_next) == STEPS - 2
+    assert all(finished_before_next)
+
+
 # ----------------------------------------------------------------------------- resume compatibility
 
 
