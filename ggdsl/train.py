@@ -506,12 +506,11 @@ def _train(
                 if step % train_cfg.eval_every == 0 and step < train_cfg.steps and primary:
                     _periodic_eval(compiled, to_host(state), run, step, events)
             profiler.stop(state)
-            if signals.received is not None and primary:
-                name = signal.Signals(signals.received).name
+            name = signal.Signals(signals.received).name if signals.received is not None else None
+            if name is not None and primary:
                 print(f"{name}: saving step {step} (a second signal stops without saving)", flush=True)
             checkpoint(step)
-            if signals.received is not None:
-                name = signal.Signals(signals.received).name
+            if name is not None:
                 print(
                     f"{name}: stopped at step {step}; checkpoint saved; continue with: "
                     f"ggdsl compile-and-train --resume {run.path}",

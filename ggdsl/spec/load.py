@@ -488,16 +488,19 @@ class _Loader:
     ) -> float | FrozenDict:
         """``latent_reconstruction`` (or ``consistency``): one weight for every latent, or {latent: weight}."""
         latents = [v.name for v in model.values() if not v.observed] if model is not None else None
-        return self._named_numbers(value, path, "{latent: weight}", latents, "a latent variable (latents")
+        return self._named_numbers(
+            value, path, "{latent: weight}", names=latents, noun="latent variable", plural="latents"
+        )
 
     def _factor_weights(self, value: Any, path: str, what: str) -> float | FrozenDict:
         """One number for every discriminator, or {factor: number} (names checked against the model later)."""
-        return self._named_numbers(value, path, f"{{factor: {what}}}", None, "")
+        return self._named_numbers(value, path, f"{{factor: {what}}}")
 
     def _named_numbers(
-        self, value: Any, path: str, form: str, names: list[str] | None, kind: str
+        self, value: Any, path: str, form: str, names: list[str] | None = None, noun: str = "", plural: str = ""
     ) -> float | FrozenDict:
-        """A non-negative number, or a mapping of ``names`` (any, where None) to such numbers."""
+        """A non-negative number, or a mapping of ``names`` (any name, where None) to such numbers;
+        an unknown name is reported as not a ``noun``, with the ``plural`` listed."""
         if not isinstance(value, Mapping):
             number, message = check_float(0.0)(value)
             if message:
@@ -508,7 +511,7 @@ class _Loader:
         for name, weight in value.items():
             where = join(path, name)
             if names is not None and name not in names:
-                self.error(where, f"'{name}' is not {kind}: {_known(names)})")
+                self.error(where, f"'{name}' is not a {noun} ({plural}: {_known(names)})")
                 continue
             number, message = check_float(0.0)(weight)
             if message:
