@@ -233,7 +233,13 @@ def explain(spec: Spec) -> str:
             "categorical z ]  (consistency; q's reading of x held fixed)"
         )
     if spec.objective.code_likelihood:
-        lines.append(f"    + {spec.objective.code_likelihood:g} * E_q [ -log p(h) at h = E(x) ] (closed-form p(h))")
+        for latent in analysis.exact:
+            h = analysis.q_parents[latent][0]
+            lines.append(
+                f"    + {spec.objective.code_likelihood:g} * E_q [ -log p({h} | {latent}) - log p({latent}) ] at "
+                f"{h} = E(x), {latent} by q({latent} | {h}) balanced over the batch (Sinkhorn), the means held fixed "
+                "(code likelihood)"
+            )
     r1 = spec.objective.r1
     if isinstance(r1, Mapping) and any(r1.values()):
         paid = ", ".join(f"{gamma:g} on {name}" for name, gamma in r1.items() if gamma)

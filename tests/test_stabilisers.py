@@ -181,6 +181,15 @@ def test_code_likelihood_scores_q_codes_under_their_balanced_components():
     assert float(metrics["code_nll"]) == pytest.approx(-got, rel=1e-3)
     assert float(metrics["g_loss"]) - float(off["g_loss"]) == pytest.approx(0.5 * float(metrics["code_nll"]), rel=1e-3)
     assert float(metrics["d_loss"]) == pytest.approx(float(off["d_loss"]), rel=1e-6)
+    # `ggdsl explain` names the term as computed: balanced assignments, means held fixed.
+    from ggdsl.explain import explain
+
+    (line,) = [row for row in explain(spec).splitlines() if "code likelihood" in row]
+    assert line.strip() == (
+        "+ 0.5 * E_q [ -log p(h | k) - log p(k) ] at h = E(x), k by q(k | h) balanced over the batch "
+        "(Sinkhorn), the means held fixed (code likelihood)"
+    )
+    assert "code likelihood" not in explain(_spec())
 
 
 def test_code_likelihood_moves_the_extractor_not_the_means():
