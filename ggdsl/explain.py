@@ -281,6 +281,12 @@ def explain(spec: Spec) -> str:
                 f"|{target} - G(E(T(x)))|^2, T a random shift of +-{maps['shift']:g} px, turn of "
                 f"+-{maps['rotate']:g} deg and zoom of +-{maps['scale']:g},"
             )
+        if pre.get("contrastive"):
+            pair = pre["contrastive"]
+            loss += (
+                f" plus {pair['weight']:g} * NT-Xent of the codes E(T(x)), E(T'(x)) of two such maps (temperature "
+                f"{pair['temperature']:g}),"
+            )
         from ggdsl.pretrain import standardized
 
         moved = standardized(spec, analysis)

@@ -225,6 +225,25 @@ def check_pretrain(compiled: Compiled) -> None:
                 )
 
 
+def _code_vector(plan: ModelPlan, values: Mapping[str, jax.Array], probs: Mapping[str, jax.Array]) -> jax.Array:
+    """q's continuous latents of one batch, flattened and concatenated: ``(batch, d)``."""
+    parts = [values[n].reshape(values[n].shape[0], -1) for n in plan.analysis.latent if n not in probs]
+    return jnp.concatenate(parts, axis=-1)
+
+
+def nt_xent(a: jax.Array, b: jax.Array, temperature: float) -> jax.Array:
+    """The normalised temperature-scaled cross-entropy of SimCLR (Chen et al. 2020): row i of
+    ``a`` and row i of ``b`` are two views of one example, every other row of either is a
+    negative; cosine similarity over ``temperature``, averaged over the 2N anchors."""
+    z = jnp.concatenate([a, b]).astype(jnp.float32)
+    z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-8)
+    n = a.shape[0]
+    logits = (z @ z.T) / temperature
+    logits = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, logits)
+    targets = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets))
+
+
 def make_pretrain_step(compiled: Compiled, tx: optax.GradientTransformation) -> Callable:
     """The jitted autoencoder step ``(g_params, g_rest, opt, batch, key) -> (g_params, g_rest, opt, error)``.
 
@@ -234,6 +253,7 @@ def make_pretrain_step(compiled: Compiled, tx: optax.GradientTransformation) -> 
     plan, settings, g_def = compiled.plan, compiled.settings, compiled.g_def
     augment = compiled.spec.train.pretrain.get("augment")
     maps = tuple(float(augment[key]) for key in ("shift", "rotate", "scale")) if augment else None
+    contrastive = compiled.spec.train.pretrain.get("contrastive")
 
     def loss_fn(g_params, g_rest, batch, key):
         gen = nnx.merge(g_def, g_params, g_rest, copy=True)
@@ -244,12 +264,20 @@ def make_pretrain_step(compiled: Compiled, tx: optax.GradientTransformation) -> 
             seen = augment_images(plan, observed, key_a, maps)
             target = seen if augment["target"] == "transformed" else observed
         stack = settings.stack_steps
-        q_values, _, _ = sample_q(gen, plan, seen, key_q, train=True, settings=settings, stack_steps=stack)
+        q_values, probs, _ = sample_q(gen, plan, seen, key_q, train=True, settings=settings, stack_steps=stack)
         error = reconstruction_error(gen, plan, q_values, target, key_r, train=True, stack_steps=stack)
-        return error, nnx.split(gen, nnx.Param, ...)[2]
+        loss = error
+        if contrastive is not None:  # a second view T'(x): its codes against T(x)'s (NT-Xent)
+            key_v, key_q2 = jax.random.split(jax.random.fold_in(key, 7))
+            other = augment_images(plan, observed, key_v, maps)
+            q_other, _, _ = sample_q(gen, plan, other, key_q2, train=True, settings=settings, stack_steps=stack)
+            loss = loss + contrastive["weight"] * nt_xent(
+                _code_vector(plan, q_values, probs), _code_vector(plan, q_other, probs), contrastive["temperature"]
+            )
+        return loss, (error, nnx.split(gen, nnx.Param, ...)[2])
 
     def step(g_params, g_rest, opt, batch, key):
-        (error, g_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(g_params, g_rest, batch, key)
+        (_, (error, g_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(g_params, g_rest, batch, key)
         updates, opt = tx.update(grads, opt, g_params)
         return optax.apply_updates(g_params, updates), g_rest, opt, error
 

@@ -392,3 +392,97 @@ def test_standardize_names_latents_that_can_be_standardised(tmp_path):
                 TINY_VIDEO, overrides=["train.pretrain={steps: 5, standardize: true}", tanh, "inference.nets.h=enc"]
             )
         )
+
+
+def _nt_xent_reference(a: np.ndarray, b: np.ndarray, temperature: float) -> float:
+    """SimCLR's loss written out anchor by anchor, in float64."""
+    z = np.concatenate([a, b]).astype(np.float64)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    n, total = len(a), 0.0
+    for i in range(2 * n):
+        positive = (i + n) % (2 * n)
+        others = [j for j in range(2 * n) if j != i]
+        logits = np.array([z[i] @ z[j] / temperature for j in others])
+        total -= z[i] @ z[positive] / temperature - np.log(np.sum(np.exp(logits)))
+    return total / (2 * n)
+
+
+def test_nt_xent_is_simclr_s_loss_and_reads_only_the_codes_directions():
+    from ggdsl.pretrain import nt_xent
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(6, 4)).astype(np.float32)
+    for temperature in (0.1, 0.5, 2.0):
+        assert float(nt_xent(a, b, temperature)) == pytest.approx(_nt_xent_reference(a, b, temperature), rel=1e-5)
+    scaled = float(nt_xent(3.0 * a, np.float32(0.2) * b, 0.5))
+    assert scaled == pytest.approx(float(nt_xent(a, b, 0.5)), rel=1e-5)
+    # views that agree, of examples far apart: the loss goes to 0 as the temperature falls;
+    # swapping which view is whose (a wrong pairing) makes it large
+    basis = np.eye(4, dtype=np.float32)
+    assert float(nt_xent(basis, basis, 0.05)) < 1e-6
+    assert float(nt_xent(basis, basis[::-1], 0.05)) > 10.0
+
+
+def test_pretrain_contrastive_fills_its_defaults_round_trips_and_names_its_problems(tmp_path):
+    base = "train.pretrain={steps: 50, augment: {shift: 2}, contrastive: "
+    spec = _spec(base + "2}")
+    assert dict(spec.train.pretrain["contrastive"]) == {"weight": 2.0, "temperature": 0.5}
+    assert load_spec(spec.to_yaml()) == spec
+    assert "plus 2 * NT-Xent of the codes E(T(x)), E(T'(x)) of two such maps (temperature 0.5)" in explain(spec)
+    full = _spec(base + "{weight: 0.5, temperature: 0.2}}")
+    assert dict(full.train.pretrain["contrastive"]) == {"weight": 0.5, "temperature": 0.2}
+
+    text = (BUNDLED / "gmgan_digits.yaml").read_text()
+    path = tmp_path / "spec.yaml"
+    cases = {
+        "{steps: 5, contrastive: 1}": "train.pretrain.contrastive: needs train.pretrain.augment: the two views of "
+        "each image are drawn with its maps",
+        "{steps: 5, augment: {shift: 1}, contrastive: {weight: 1, temperature: 0}}": "train.pretrain.contrastive."
+        "temperature: expected a positive number; got 0",
+        "{steps: 5, augment: {shift: 1}, contrastive: {temperature: 0.1}}": "train.pretrain.contrastive: "
+        "missing required key 'weight'",
+        "{steps: 5, augment: {shift: 1}, contrastive: {weight: yes}}": "train.pretrain.contrastive.weight: "
+        "expected a positive number; got True",
+        "{steps: 5, augment: {shift: 1}, contrastive: {weight: 1, tau: 0.1}}": "train.pretrain.contrastive.tau: "
+        "unknown key 'tau' (known: temperature, weight)",
+        "{steps: 5, augment: {shift: 1}, contrastive: [1]}": "train.pretrain.contrastive: expected a weight or "
+        "{weight, temperature}; got [1]",
+    }
+    for value, message in cases.items():
+        bad = f"  pretrain: {value}"
+        path.write_text(text.replace("train:\n", f"train:\n{bad}\n"))
+        line = path.read_text().splitlines().index(bad) + 1
+        with pytest.raises(SpecError) as error:
+            load_spec(path)
+        assert [str(p) for p in error.value.problems] == [f"{path}:{line}: {message}"]
+
+
+def test_the_contrastive_term_trains_the_codes_but_the_step_reports_the_reconstruction_error():
+    with_augment = "train.pretrain={steps: 5, augment: {shift: 1, rotate: 20}"
+    plain = _pretrain_step_error(with_augment + "}")
+    paired = _pretrain_step_error(with_augment + ", contrastive: 1}")
+    assert paired == pytest.approx(plain, rel=1e-6)
+
+    def _after_one_step(extra: str):
+        compiled = compile_spec(_spec(with_augment + extra + "}"))
+        tx = pretrain_module.make_optimizer(compiled.spec.train.pretrain["optimizer"], "train.pretrain.optimizer")
+        state = compiled.init_state(0)
+        step = pretrain_module.make_pretrain_step(compiled, tx)
+        x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype(np.float32)
+        params, *_ = step(state["g_params"], state["g_rest"], tx.init(state["g_params"]), {"x": x}, jax.random.key(5))
+        return [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
+
+    plain_params, paired_params = _after_one_step(""), _after_one_step(", contrastive: 1")
+    moved = [np.max(np.abs(p - q)) for p, q in zip(plain_params, paired_params, strict=True)]
+    assert max(moved) > 0
+
+
+def test_a_contrastive_pretraining_gives_codes_that_ignore_the_maps():
+    ratios = {}
+    maps = "augment: {shift: 1, rotate: 20, scale: 0.1}"
+    for name, extra in (("plain", ""), ("contrastive", ", contrastive: {weight: 5, temperature: 0.2}")):
+        compiled = compile_spec(_spec(f"train.pretrain={{steps: 300, examples: 100, init: none, {maps}{extra}}}"))
+        dataset, _ = open_training_data(compiled.spec)
+        new, _ = pretrain(compiled, compiled.init_state(0), open_batches(compiled.spec, dataset), dataset)
+        ratios[name] = _invariance(compiled, new, np.asarray(dataset.features["image"][:500], np.float32))
+    assert ratios["contrastive"] < 0.7 * ratios["plain"], ratios

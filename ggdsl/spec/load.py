@@ -52,6 +52,7 @@ from ggdsl.spec.schema import (
     TOP_KEYS,
     TRAIN_KEYS,
     Key,
+    _describe,
     check_float,
     check_int,
 )
@@ -650,6 +651,37 @@ class _Loader:
         augment = self._augment(values.pop("augment", None), "train.pretrain.augment")
         if augment is not None:
             values["augment"] = augment
+        contrastive = self._contrastive(values.pop("contrastive", None), augment is not None)
+        if contrastive is not None:
+            values["contrastive"] = contrastive
+        return freeze(values)
+
+    def _contrastive(self, raw: Any, augmented: bool) -> FrozenDict | None:
+        """``train.pretrain.contrastive``: {weight, temperature}; a bare number is the weight."""
+        where = "train.pretrain.contrastive"
+        if raw is None:
+            return None
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            raw = {"weight": raw}
+        if not isinstance(raw, Mapping):
+            self.error(where, f"expected a weight or {{weight, temperature}}; got {_describe(raw)}")
+            return None
+        unknown = sorted(set(raw) - {"weight", "temperature"})
+        if unknown:
+            self.error(join(where, unknown[0]), f"unknown key '{unknown[0]}' (known: temperature, weight)")
+            return None
+        if "weight" not in raw:
+            self.error(where, "missing required key 'weight'")
+            return None
+        values = {"weight": raw["weight"], "temperature": raw.get("temperature", 0.5)}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                self.error(join(where, name), f"expected a positive number; got {_describe(value)}")
+                return None
+            values[name] = float(value)
+        if not augmented:
+            self.error(where, "needs train.pretrain.augment: the two views of each image are drawn with its maps")
+            return None
         return freeze(values)
 
     def _eval(self, raw: Any) -> tuple[str, ...]:

@@ -456,6 +456,14 @@ PRETRAIN_KEYS: dict[str, Key] = {
         "reconstruct the transformed image itself (`transformed`, the default; DEC-DA, Guo et al. 2018) or "
         "the original (`original`, a denoising autoencoder whose codes must ignore the map); off when unset",
     ),
+    "contrastive": Key(
+        lambda v: (v, None),
+        default=None,
+        doc="`{weight: w, temperature: t}` (t defaults to 0.5) or a bare weight: adds w times SimCLR's NT-Xent "
+        "loss (Chen et al. 2020) on q's continuous codes of two random views T(x), T'(x) of each image, drawn "
+        "with `augment`'s maps (which it needs), so that the codes of one image's views lie together and apart "
+        "from the batch's other images; off when unset",
+    ),
     "standardize": Key(
         lambda v: (
             (v, None)
