@@ -77,7 +77,7 @@ def test_pretrain_problems_name_the_key_and_its_line(tmp_path):
         [
             f"{path}:{line}: train.pretrain.init: expected one of auto, kmeans, none; got 'kmean'",
             f"{path}:{line}: train.pretrain.lr: unknown key 'lr' "
-            "(known: augment, examples, init, optimizer, rescale, standardize, steps)",
+            "(known: augment, contrastive, examples, init, optimizer, rescale, standardize, steps)",
             f"{path}:{line}: train.pretrain.steps: must be >= 1, got 0",
         ]
     )
