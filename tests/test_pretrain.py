@@ -443,6 +443,10 @@ def test_pretrain_contrastive_fills_its_defaults_round_trips_and_names_its_probl
         "missing required key 'weight'",
         "{steps: 5, augment: {shift: 1}, contrastive: {weight: yes}}": "train.pretrain.contrastive.weight: "
         "expected a positive number; got True",
+        "{steps: 5, augment: {shift: 1}, contrastive: .inf}": "train.pretrain.contrastive.weight: "
+        "expected a positive number; got inf",
+        "{steps: 5, augment: {shift: 1}, contrastive: {weight: .nan}}": "train.pretrain.contrastive.weight: "
+        "expected a positive number; got nan",
         "{steps: 5, augment: {shift: 1}, contrastive: {weight: 1, tau: 0.1}}": "train.pretrain.contrastive.tau: "
         "unknown key 'tau' (known: temperature, weight)",
         "{steps: 5, augment: {shift: 1}, contrastive: [1]}": "train.pretrain.contrastive: expected a weight or "

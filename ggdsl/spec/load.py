@@ -42,6 +42,7 @@ from ggdsl.spec.schema import (
     AUGMENT_KEYS,
     AUGMENT_TARGETS,
     COMMON_KEYS,
+    CONTRASTIVE_KEYS,
     EVAL_NAMES,
     INFERENCE_KEYS,
     INIT_FROM_KEYS,
@@ -666,19 +667,10 @@ class _Loader:
         if not isinstance(raw, Mapping):
             self.error(where, f"expected a weight or {{weight, temperature}}; got {_describe(raw)}")
             return None
-        unknown = sorted(set(raw) - {"weight", "temperature"})
-        if unknown:
-            self.error(join(where, unknown[0]), f"unknown key '{unknown[0]}' (known: temperature, weight)")
+        before = len(self.ctx.problems)
+        values = _check_keys(self.ctx, raw, where, CONTRASTIVE_KEYS)
+        if values is None or len(self.ctx.problems) > before:
             return None
-        if "weight" not in raw:
-            self.error(where, "missing required key 'weight'")
-            return None
-        values = {"weight": raw["weight"], "temperature": raw.get("temperature", 0.5)}
-        for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                self.error(join(where, name), f"expected a positive number; got {_describe(value)}")
-                return None
-            values[name] = float(value)
         if not augmented:
             self.error(where, "needs train.pretrain.augment: the two views of each image are drawn with its maps")
             return None
