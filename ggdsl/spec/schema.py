@@ -434,19 +434,19 @@ INIT_FROM_KEYS: dict[str, Key] = {
 }
 
 
-#: ``train.pretrain`` keys.
 def _check_positive(value: Any) -> tuple[Any, str | None]:
     """A finite number > 0 (:func:`check_float`), with one message for every way to miss it."""
     number, message = check_float(0.0, open_low=True)(value)
     return (number, None) if message is None else (None, f"expected a positive number; got {_describe(value)}")
 
 
-# train.pretrain.contrastive: SimCLR's term on the codes of two views of each image.
+#: ``train.pretrain.contrastive`` keys: SimCLR's term on the codes of two views of each image.
 CONTRASTIVE_KEYS: dict[str, Key] = {
     "weight": Key(_check_positive, doc="the weight of the NT-Xent term beside the reconstruction"),
     "temperature": Key(_check_positive, default=0.5, doc="the temperature of the cosine similarities"),
 }
 
+#: ``train.pretrain`` keys.
 PRETRAIN_KEYS: dict[str, Key] = {
     "steps": Key(check_int(1, 1 << 40), doc="autoencoder steps before the adversarial ones"),
     "init": Key(
