@@ -233,12 +233,13 @@ def explain(spec: Spec) -> str:
             "categorical z ]  (consistency; q's reading of x held fixed)"
         )
     if spec.objective.code_likelihood:
-        for latent in analysis.exact:
+        for latent in analysis.mixtures:
             h = analysis.q_parents[latent][0]
+            reader = "q" if latent in analysis.exact else "p"  # a learned q(k | h): p's own posterior assigns
             lines.append(
                 f"    + {spec.objective.code_likelihood:g} * E_q [ -log p({h} | {latent}) - log p({latent}) ] at "
-                f"{h} = E(x), {latent} by q({latent} | {h}) balanced over the batch (Sinkhorn), the means held fixed "
-                "(code likelihood)"
+                f"{h} = E(x), {latent} by {reader}({latent} | {h}) balanced over the batch (Sinkhorn), "
+                "the means held fixed (code likelihood)"
             )
     r1 = spec.objective.r1
     if isinstance(r1, Mapping) and any(r1.values()):
@@ -262,8 +263,8 @@ def explain(spec: Spec) -> str:
 
         init = resolve_init(pre, analysis)
         then = (
-            f", then the component means of p({', '.join(analysis.q_parents[k][0] for k in analysis.exact)} | "
-            f"{', '.join(analysis.exact)}) at the k-means centres of {pre['examples']} codes E(x)"
+            f", then the component means of p({', '.join(analysis.q_parents[k][0] for k in analysis.mixtures)} | "
+            f"{', '.join(analysis.mixtures)}) at the k-means centres of {pre['examples']} codes E(x)"
             + (
                 ""
                 if pre["rescale"] is False

@@ -62,6 +62,9 @@ class Analysis:
     q_groups: dict[str, str]  # latent -> extractor group (copies with one structure share one)
     order: tuple[str, ...]  # the leaves-to-roots order of the latents
     exact: tuple[str, ...]  # latents whose q is the exact posterior (no network)
+    # Mixture components with a closed-form posterior p(k | h): ``exact`` less those that
+    # ``inference.nets`` gives a network of their own (a learned q(k | h)).
+    mixtures: tuple[str, ...]
     factors: tuple[Factor, ...]
     first: frozenset[str] = field(default_factory=frozenset)  # nodes drawn by a `first:` definition
 
@@ -157,7 +160,8 @@ def mean_field(observed: tuple[str, ...], latent_order: tuple[str, ...], steps: 
 
 def exact_posteriors(spec: Spec, graph: nx.DiGraph, q_parents: dict, templates: dict) -> tuple[str, ...]:
     """Latents whose q(z | pa_H(z)) has a closed form: a root categorical whose only child is
-    a ``normal`` with ``net: linear`` and no other parent, which is also z's only q-parent."""
+    a ``normal`` with ``net: linear`` and no other parent, which is also z's only q-parent.
+    Whether q uses it is :func:`analyze`'s to say (not where ``inference.nets`` names z)."""
     exact = []
     for latent, parents in q_parents.items():
         variable = graph.nodes[latent]["node"].variable
@@ -224,6 +228,7 @@ def analyze(spec: Spec, family: str | None = None) -> Analysis:
         raise ValueError(f"unknown inference family {family!r} (known: inverse, mean_field)")
     # Extractors are shared by structure of q alone: a first step of p reads like the others.
     q_groups = {z: factor_name(z, parents, steps, templates, False) for z, parents in q_parents.items()}
+    mixtures = exact_posteriors(spec, graph, q_parents, templates)
     return Analysis(
         family=family,
         nodes=nodes,
@@ -235,7 +240,8 @@ def analyze(spec: Spec, family: str | None = None) -> Analysis:
         q_parents=q_parents,
         q_groups=q_groups,
         order=order,
-        exact=exact_posteriors(spec, graph, q_parents, templates),
+        exact=tuple(z for z in mixtures if templates[z] not in spec.inference.nets),
+        mixtures=mixtures,
         factors=local_factors(graph, nodes, steps, templates, first)
         + marginal_factors(spec.objective.marginals, nodes, steps, templates),
         first=frozenset(first),

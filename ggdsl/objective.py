@@ -623,8 +623,9 @@ def balanced_assignment(log_joint: jax.Array, prior: jax.Array, iterations: int 
 def code_log_likelihood(gen: Generative, plan: ModelPlan, q_values: Values, *, train: bool) -> jax.Array:
     """Mean over the batch of log p(h | k) + log p(k) at q's codes h = E(x), k balanced.
 
-    For every h with a closed-form density (a latent whose parent k has an exact posterior,
-    GMGAN's mixture p(h) = sum_k pi_k N(h; mu_k, std^2 I)). Each code is scored under the
+    For every h with a closed-form density (a latent whose parent k has a closed-form
+    posterior, GMGAN's mixture p(h) = sum_k pi_k N(h; mu_k, std^2 I), whether q uses that
+    posterior or a network of its own). Each code is scored under the
     components it is assigned to, where the batch's assignments are q(k | h) rescaled so
     that the batch uses the components as often as p(k) draws them
     (:func:`balanced_assignment`, held fixed in the gradient): without that, every code
@@ -632,7 +633,7 @@ def code_log_likelihood(gen: Generative, plan: ModelPlan, q_values: Values, *, t
     are held fixed here; the log-density is summed over h's dimensions.
     """
     total = jnp.zeros(())
-    for latent in plan.analysis.exact:
+    for latent in plan.analysis.mixtures:
         child = plan.analysis.q_parents[latent][0]
         child_var, std_key = _definition(plan, child)
         probs = plan.spec.model[plan.analysis.templates[latent]].get("probs")

@@ -163,10 +163,10 @@ def plan_model(spec: Spec, analysis: Analysis | None = None) -> ModelPlan:
     (['h|k', 'x|h'], ['h|x'])
     """
     analysis = analysis or analyze(spec)
-    if spec.objective.code_likelihood and not analysis.exact:
+    if spec.objective.code_likelihood and not analysis.mixtures:
         raise BuildError(
             "objective.code_likelihood: no latent of this model has a closed-form density p(h) "
-            "(a categorical parent with an exact posterior, as GMGAN's k of a `normal ... net: linear` h)"
+            "(a categorical parent with a closed-form posterior, as GMGAN's k of a `normal ... net: linear` h)"
         )
     if _recovers_latents(spec.objective.consistency) and "consistency" not in (spec.objective.augment or {}).get(
         "apply_to", ()

@@ -39,9 +39,9 @@ class Mixture:
 
 
 def mixtures(plan: ModelPlan) -> list[Mixture]:
-    """The model's mixtures h | k: each categorical latent with an exact posterior and its child."""
+    """The model's mixtures h | k: each categorical latent with a closed-form posterior and its child."""
     out = []
-    for latent in plan.analysis.exact:
+    for latent in plan.analysis.mixtures:
         child = plan.analysis.q_parents[latent][0]
         var = plan.spec.model[plan.analysis.templates[latent]]
         out.append(Mixture(latent, child, plan.generator_of[child], int(var.get("classes"))))
@@ -50,9 +50,9 @@ def mixtures(plan: ModelPlan) -> list[Mixture]:
 
 def resolve_init(config: Mapping[str, Any], analysis: Any) -> str:
     """``train.pretrain.init`` resolved: ``kmeans`` or ``none`` (``auto``: kmeans where the
-    model has a mixture, a categorical latent with an exact posterior)."""
+    model has a mixture, a categorical latent with a closed-form posterior)."""
     if config["init"] == "auto":
-        return "kmeans" if analysis.exact else "none"
+        return "kmeans" if analysis.mixtures else "none"
     return config["init"]
 
 
@@ -165,7 +165,7 @@ def standardized(spec: Any, analysis: Any) -> tuple[str, ...]:
         return ()
     if setting is not True:
         return tuple(setting)
-    children = {analysis.templates[analysis.q_parents[k][0]] for k in analysis.exact}
+    children = {analysis.templates[analysis.q_parents[k][0]] for k in analysis.mixtures}
     return tuple(
         name
         for name, var in spec.model.items()

@@ -255,7 +255,7 @@ def reference_markdown() -> str:
             "inference",
             INFERENCE_KEYS,
             "The recognition model q(Z | X); latents without an entry in `nets` get an extractor "
-            "assembled from the shapes of their q-parents.",
+            "assembled from the shapes of their q-parents, or their exact posterior where it has a closed form.",
         ),
         *_section(
             "objective",

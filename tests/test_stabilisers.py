@@ -223,6 +223,64 @@ def test_code_likelihood_needs_a_closed_form_density():
         plan_model(mean_field)
 
 
+def test_naming_the_component_in_inference_nets_learns_q_k_given_h():
+    """`inference.nets: {k: net}` replaces the exact q(k | h) with a network on h. The mixture
+    stays p's: k-means initialisation and `code_likelihood` (p's own posterior assigns) still
+    apply, and the network trains."""
+    from ggdsl.build import module_key
+    from ggdsl.explain import explain
+    from ggdsl.objective import code_log_likelihood, exact_logits, sample_q, split_observed
+    from ggdsl.pretrain import resolve_init
+
+    exact, learned = (
+        _spec("objective.code_likelihood=0.5"),
+        _spec("objective.code_likelihood=0.5", "inference.nets.k=mlp_extractor"),
+    )
+    a, b = analyze(exact), analyze(learned)
+    assert (a.exact, a.mixtures) == (("k",), ("k",))
+    assert (b.exact, b.mixtures) == ((), ("k",))
+    assert b.q_parents == a.q_parents and b.factors == a.factors
+    assert resolve_init({"init": "auto"}, b) == "kmeans"
+    plan, plan_exact = plan_model(learned), plan_model(exact)
+    assert plan_exact.extractor_of["k"] is None and sorted(plan_exact.extractors) == ["h|x"]
+    net = plan.extractors[plan.extractor_of["k"]]
+    assert (plan.extractor_of["k"], dict(net.inputs), net.out_shape, net.source) == (
+        "k|h",
+        {"h": (16,)},
+        (10,),
+        "mlp_extractor",
+    )
+    q_lines = explain(learned).split("q(Z | X)")[1].split("\n\n")[0]
+    assert "k = E(h)" in q_lines and "exact" not in q_lines
+    assert "k by p(k | h) balanced" in explain(learned) and "k by q(k | h) balanced" in explain(exact)
+    # code_likelihood scores the same codes alike: it reads p's mixture, not q's network.
+    gen, _ = build_modules(plan, 0)
+    gen_exact, _ = build_modules(plan_exact, 0)
+    nnx.update(gen.generators, nnx.state(gen_exact.generators))
+    settings = settings_of(plan)
+    q_values, probs, _ = sample_q(
+        gen, plan, split_observed(plan, _batch()), jax.random.key(2), train=False, settings=settings
+    )
+    assert float(code_log_likelihood(gen, plan, q_values, train=False)) == pytest.approx(
+        float(code_log_likelihood(gen_exact, plan_exact, q_values, train=False)), rel=1e-6
+    )
+    # q(k | h) is now the network's softmax, which is not p's posterior at initialisation.
+    posterior = jax.nn.softmax(exact_logits(gen, plan, "k", q_values, train=False))
+    assert probs["k"].shape == (8, 10) and not np.allclose(probs["k"], posterior, atol=1e-3)
+    # The network trains with the rest.
+    compiled = compile_spec(learned)
+    state = compiled.init_state(0)
+    step = compiled.make_step(jax.random.key(0))
+    flat = dict(nnx.to_flat_state(state["g_params"]))
+    k_net = {path: np.array(v[...]) for path, v in flat.items() if module_key("k|h") in map(str, path)}
+    assert k_net
+    for _ in range(2):
+        state, metrics = step(state, _batch())
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    after = dict(nnx.to_flat_state(state["g_params"]))
+    assert all(not np.array_equal(before, np.asarray(after[path][...])) for path, before in k_net.items())
+
+
 def test_latent_reconstruction_per_latent_weights_split_the_term():
     def latent_recon(*overrides: str) -> float:
         plan = plan_model(_spec(*overrides))

@@ -281,7 +281,14 @@ INFERENCE_KEYS: dict[str, Key] = {
         doc="estimator for discrete latents",
     ),
     "temperature": Key(check_float(0.0, open_low=True), default=0.1, doc="Gumbel-softmax temperature"),
-    "nets": Key(lambda v: (v, None), default={}, doc="per-latent extractor networks"),
+    "nets": Key(
+        lambda v: (v, None),
+        default={},
+        doc=(
+            "per-latent extractor networks; naming a mixture component (GMGAN's `k`) learns "
+            "q(k | h) with that network instead of using its exact posterior"
+        ),
+    ),
 }
 
 OBJECTIVE_KEYS: dict[str, Key] = {
