@@ -62,8 +62,8 @@ class Analysis:
     q_groups: dict[str, str]  # latent -> extractor group (copies with one structure share one)
     order: tuple[str, ...]  # the leaves-to-roots order of the latents
     exact: tuple[str, ...]  # latents whose q is the exact posterior (no network)
-    # Mixture components with a closed-form posterior p(k | h): ``exact`` less those that
-    # ``inference.nets`` gives a network of their own (a learned q(k | h)).
+    # Mixture components with a closed-form posterior p(k | h); ``exact`` holds these less
+    # those that ``inference.nets`` gives a network of their own (a learned q(k | h)).
     mixtures: tuple[str, ...]
     factors: tuple[Factor, ...]
     first: frozenset[str] = field(default_factory=frozenset)  # nodes drawn by a `first:` definition

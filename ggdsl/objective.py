@@ -626,7 +626,8 @@ def code_log_likelihood(gen: Generative, plan: ModelPlan, q_values: Values, *, t
     For every h with a closed-form density (a latent whose parent k has a closed-form
     posterior, GMGAN's mixture p(h) = sum_k pi_k N(h; mu_k, std^2 I), whether q uses that
     posterior or a network of its own). Each code is scored under the
-    components it is assigned to, where the batch's assignments are q(k | h) rescaled so
+    components it is assigned to, where the batch's assignments are p(k | h) (q's own where
+    q uses the exact posterior) rescaled so
     that the batch uses the components as often as p(k) draws them
     (:func:`balanced_assignment`, held fixed in the gradient): without that, every code
     falls into the nearest component and q collapses to one cluster. The component means
